@@ -1,0 +1,43 @@
+#pragma once
+// The communicator concept (duck-typed, checked by a trait; no virtual calls on the hot path).
+//
+// A communicator type C of an SP group provides:
+//   using stream_type = ...;                      // host_stream for host comms, cudaStream_t for device comms
+//   static constexpr bool kDeviceMemory;          // where the buffers it moves live
+//   int rank() const;  int size() const;          // this rank's position in the SP group, group size
+//   Status send(const float* buf, std::size_t count, int peer, stream_type);
+//   Status recv(float* buf, std::size_t count, int peer, stream_type);
+//   Status all_gather(const float* send, float* recv, std::size_t count, stream_type);  // recv: size()*count
+// send/recv are point-to-point within the group; a send is matched by the peer's recv of the same count.
+// Ordering: operations are ordered on the stream like kernels (device comms) or complete before
+// returning (host comms, where recv blocks until the peer's data is there).
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+#include "../status.hpp"
+
+namespace lasp {
+
+/// The stream type of the host backend (everything is synchronous on the calling thread).
+struct host_stream {};
+
+namespace detail {
+template <class C, class = void>
+struct is_communicator : std::false_type {};
+template <class C>
+struct is_communicator<
+    C, std::void_t<typename C::stream_type, decltype(C::kDeviceMemory),
+                   decltype(std::declval<const C&>().rank()), decltype(std::declval<const C&>().size()),
+                   decltype(std::declval<C&>().send(std::declval<const float*>(), std::size_t{}, 0,
+                                                    std::declval<typename C::stream_type>())),
+                   decltype(std::declval<C&>().recv(std::declval<float*>(), std::size_t{}, 0,
+                                                    std::declval<typename C::stream_type>())),
+                   decltype(std::declval<C&>().all_gather(std::declval<const float*>(), std::declval<float*>(),
+                                                          std::size_t{}, std::declval<typename C::stream_type>()))>>
+    : std::true_type {};
+}  // namespace detail
+
+template <class C>
+inline constexpr bool is_communicator_v = detail::is_communicator<C>::value;
+
+}  // namespace lasp

@@ -1,0 +1,104 @@
+#pragma once
+// Host communicators: SP size 1 (HostSingle) and R ranks as threads of one process (HostGroup).
+// Buffers are host memory; every call completes before it returns (recv blocks).
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+#include "concept.hpp"
+
+namespace lasp::comm {
+
+/// One rank, nothing to communicate.
+struct HostSingle {
+  using stream_type = host_stream;
+  static constexpr bool kDeviceMemory = false;
+  int rank() const { return 0; }
+  int size() const { return 1; }
+  Status send(const float*, std::size_t, int, stream_type) { return Status::kCommError; }
+  Status recv(float*, std::size_t, int, stream_type) { return Status::kCommError; }
+  Status all_gather(const float* s, float* r, std::size_t n, stream_type) {
+    if (s != r) std::memmove(r, s, n * sizeof(float));
+    return Status::kSuccess;
+  }
+};
+
+/// Shared state of R ranks that run as threads: one mailbox per (src, dst) pair and a
+/// generation-counted barrier for the all-gather. Create one, then hand comm(r) to thread r.
+class HostGroup {
+ public:
+  explicit HostGroup(int size) : size_(size), gather_(size) {}
+  int size() const { return size_; }
+
+  /// The communicator of rank r (a cheap handle; the group must outlive it).
+  class Comm {
+   public:
+    using stream_type = host_stream;
+    static constexpr bool kDeviceMemory = false;
+    Comm(HostGroup* g, int r) : g_(g), r_(r) {}
+    int rank() const { return r_; }
+    int size() const { return g_->size_; }
+    Status send(const float* buf, std::size_t n, int peer, stream_type) {
+      if (peer < 0 || peer >= size() || peer == r_) return Status::kCommError;
+      std::lock_guard<std::mutex> lk(g_->mu_);
+      g_->box_[{r_, peer}].emplace_back(buf, buf + n);
+      g_->cv_.notify_all();
+      return Status::kSuccess;
+    }
+    Status recv(float* buf, std::size_t n, int peer, stream_type) {
+      if (peer < 0 || peer >= size() || peer == r_) return Status::kCommError;
+      std::unique_lock<std::mutex> lk(g_->mu_);
+      auto& q = g_->box_[{peer, r_}];
+      g_->cv_.wait(lk, [&] { return !q.empty(); });
+      std::vector<float> msg = std::move(q.front());
+      q.pop_front();
+      lk.unlock();
+      if (msg.size() != n) return Status::kCommError;  // mismatched send/recv counts
+      std::memcpy(buf, msg.data(), n * sizeof(float));
+      return Status::kSuccess;
+    }
+    Status all_gather(const float* s, float* r, std::size_t n, stream_type) {
+      std::unique_lock<std::mutex> lk(g_->mu_);
+      // Wait for the previous gather to be fully consumed before reusing the slots.
+      g_->cv_.wait(lk, [&] { return g_->readers_ == 0; });
+      g_->gather_[r_].assign(s, s + n);
+      const unsigned long gen = g_->gen_;
+      if (++g_->arrived_ == g_->size_) {
+        g_->arrived_ = 0;
+        g_->readers_ = g_->size_;
+        ++g_->gen_;
+        g_->cv_.notify_all();
+      } else {
+        g_->cv_.wait(lk, [&] { return g_->gen_ != gen; });
+      }
+      Status st = Status::kSuccess;
+      for (int j = 0; j < g_->size_; ++j) {
+        if (g_->gather_[j].size() != n) { st = Status::kCommError; continue; }
+        std::memcpy(r + std::size_t(j) * n, g_->gather_[j].data(), n * sizeof(float));
+      }
+      if (--g_->readers_ == 0) g_->cv_.notify_all();
+      return st;
+    }
+
+   private:
+    HostGroup* g_;
+    int r_;
+  };
+
+  Comm comm(int r) { return Comm(this, r); }
+
+ private:
+  int size_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::pair<int, int>, std::deque<std::vector<float>>> box_;
+  std::vector<std::vector<float>> gather_;
+  int arrived_ = 0, readers_ = 0;
+  unsigned long gen_ = 0;
+};
+
+}  // namespace lasp::comm

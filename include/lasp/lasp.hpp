@@ -1,0 +1,16 @@
+#pragma once
+// lasp: Linear Attention Sequence Parallelism. Host umbrella header: plain C++17, no CUDA needed.
+// Gives the public API, the policies, the host backend with its thread communicator, and the
+// double-precision reference. For the CUDA backend include <lasp/lasp.cuh>; for NCCL,
+// <lasp/comm/nccl.cuh>.
+#include "api.hpp"
+#include "args.hpp"
+#include "comm/concept.hpp"
+#include "comm/host.hpp"
+#include "element.hpp"
+#include "host/backend.hpp"
+#include "policy/policy.hpp"
+#include "reference/naive.hpp"
+#include "status.hpp"
+#include "tensor.hpp"
+#include "version.hpp"

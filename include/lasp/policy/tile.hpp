@@ -1,0 +1,22 @@
+#pragma once
+// Tile policies: compile-time constants of the chunked kernels. `Auto` lets each backend pick
+// its per-architecture default (see dispatch/tuning.cuh for the CUDA table).
+namespace lasp::tile {
+
+/// Chunk length C, warps per CTA, and the number of sequence segments each (b,h) is split into
+/// per rank on the GPU (0 = chosen from the device's SM count).
+template <int Chunk_, int Warps_ = 4, int Segments_ = 0>
+struct Tile {
+  static constexpr int kChunk = Chunk_;
+  static constexpr int kWarps = Warps_;
+  static constexpr int kSegments = Segments_;
+  static_assert(Chunk_ == 16 || Chunk_ == 32 || Chunk_ == 64 || Chunk_ == 128,
+                "The chunk length C must be 16, 32, 64 or 128 tokens.");
+  static_assert(Warps_ == 4 || Warps_ == 8, "A CTA must have 4 or 8 warps.");
+  static_assert(Segments_ >= 0, "Segments must be >= 0 (0 picks from the SM count).");
+};
+
+/// Let the backend choose (host: C = 64; CUDA: tuning table per architecture).
+struct Auto {};
+
+}  // namespace lasp::tile

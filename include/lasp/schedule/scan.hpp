@@ -1,0 +1,155 @@
+#pragma once
+// The scans across SP ranks (math.md section 3), written once over any Backend (where the fp32
+// state buffers live and how they are combined) and any communicator. The host backend runs this
+// code with thread ranks, the CUDA backend with NCCL: same code, stream-ordered.
+//
+// Backend state ops used here:
+//   zero(p, n, stream), copy(dst, src, n, stream),
+//   combine(out, A, P, L, bh, de, stream): out[i,:] = A[i] * P[i,:] + L[i,:] (A null = 1, P null = 0;
+//   out may alias P or L).
+#include "../comm/concept.hpp"
+#include "../config.hpp"
+#include "../policy/schedule.hpp"
+
+namespace lasp::sched {
+
+/// Sizes of one rank summary: bh (B*H) scalars A followed by bh states of de (D*E) floats.
+struct StateDims {
+  index_t bh, de;
+  std::size_t state() const { return std::size_t(bh * de); }
+  std::size_t summary() const { return std::size_t(bh * (1 + de)); }
+};
+
+template <class Schedule>
+struct Scan;
+
+/// Chain: receive, combine, send. Rank-local work is done before this is called, so only the
+/// D x E combine and the hops sit on the chain.
+template <>
+struct Scan<schedule::Chain> {
+  /// Forward: P = state entering this rank; final_state (last rank) = state leaving the group.
+  template <class Backend, class Comm, class Stream>
+  static Status forward(Comm& comm, StateDims d, const float* AL, float* P, const float* init, float* final_state,
+                        float* tmp, float* /*gathered*/, Stream s) {
+    const int r = comm.rank(), R = comm.size();
+    const float* A = AL;
+    const float* L = AL + d.bh;
+    if (r == 0) {
+      LASP_RETURN_IF_ERROR(init ? Backend::copy(P, init, d.state(), s) : Backend::zero(P, d.state(), s));
+    } else {
+      LASP_RETURN_IF_ERROR(comm.recv(P, d.state(), r - 1, s));
+    }
+    if (r < R - 1) {
+      LASP_RETURN_IF_ERROR(Backend::combine(tmp, A, P, L, d.bh, d.de, s));
+      LASP_RETURN_IF_ERROR(comm.send(tmp, d.state(), r + 1, s));
+    } else if (final_state) {
+      LASP_RETURN_IF_ERROR(Backend::combine(final_state, A, P, L, d.bh, d.de, s));
+    }
+    return Status::kSuccess;
+  }
+
+  /// Backward: G = gradient of the state leaving this rank; d_init (rank 0) = gradient of S_init.
+  /// AM = [A | M] of this rank.
+  template <class Backend, class Comm, class Stream>
+  static Status backward(Comm& comm, StateDims d, const float* AM, float* G, const float* d_final, float* d_init,
+                         float* tmp, float* /*gathered*/, Stream s) {
+    const int r = comm.rank(), R = comm.size();
+    const float* A = AM;
+    const float* M = AM + d.bh;
+    if (r == R - 1) {
+      LASP_RETURN_IF_ERROR(d_final ? Backend::copy(G, d_final, d.state(), s) : Backend::zero(G, d.state(), s));
+    } else {
+      LASP_RETURN_IF_ERROR(comm.recv(G, d.state(), r + 1, s));
+    }
+    if (r > 0) {
+      LASP_RETURN_IF_ERROR(Backend::combine(tmp, A, G, M, d.bh, d.de, s));
+      LASP_RETURN_IF_ERROR(comm.send(tmp, d.state(), r - 1, s));
+    } else if (d_init) {
+      LASP_RETURN_IF_ERROR(Backend::combine(d_init, A, G, M, d.bh, d.de, s));
+    }
+    return Status::kSuccess;
+  }
+
+  /// Reverse exclusive sum of per-(b,h) scalars: suffix = sum over later ranks of total.
+  template <class Backend, class Comm, class Stream>
+  static Status suffix_sum(Comm& comm, index_t bh, const float* total, float* suffix, float* tmp,
+                           float* /*gathered*/, Stream s) {
+    const int r = comm.rank(), R = comm.size();
+    if (r == R - 1) {
+      LASP_RETURN_IF_ERROR(Backend::zero(suffix, std::size_t(bh), s));
+    } else {
+      LASP_RETURN_IF_ERROR(comm.recv(suffix, std::size_t(bh), r + 1, s));
+    }
+    if (r > 0) {
+      LASP_RETURN_IF_ERROR(Backend::combine(tmp, nullptr, suffix, total, bh, 1, s));
+      LASP_RETURN_IF_ERROR(comm.send(tmp, std::size_t(bh), r - 1, s));
+    }
+    return Status::kSuccess;
+  }
+};
+
+/// All-gather (LASP-2): every rank gathers all summaries and folds its own prefix (suffix in
+/// backward). S_init (rank 0) and dS_final (last rank) are folded into their owner's summary
+/// before the gather, so every rank sees them without another message.
+template <>
+struct Scan<schedule::AllGather> {
+  template <class Backend, class Comm, class Stream>
+  static Status forward(Comm& comm, StateDims d, const float* AL, float* P, const float* init, float* final_state,
+                        float* tmp, float* gathered, Stream s) {
+    const int r = comm.rank(), R = comm.size();
+    const float* send = AL;
+    if (r == 0 && init && R > 1) {  // L'_0 = A_0 S_init + L_0
+      LASP_RETURN_IF_ERROR(Backend::copy(tmp, AL, std::size_t(d.bh), s));
+      LASP_RETURN_IF_ERROR(Backend::combine(tmp + d.bh, AL, init, AL + d.bh, d.bh, d.de, s));
+      send = tmp;
+    }
+    if (R > 1) LASP_RETURN_IF_ERROR(comm.all_gather(send, gathered, d.summary(), s));
+    if (r == 0) {
+      LASP_RETURN_IF_ERROR(init ? Backend::copy(P, init, d.state(), s) : Backend::zero(P, d.state(), s));
+    } else {
+      for (int j = 0; j < r; ++j) {
+        const float* Aj = gathered + std::size_t(j) * d.summary();
+        LASP_RETURN_IF_ERROR(Backend::combine(P, Aj, j == 0 ? nullptr : P, Aj + d.bh, d.bh, d.de, s));
+      }
+    }
+    if (r == R - 1 && final_state)
+      LASP_RETURN_IF_ERROR(Backend::combine(final_state, AL, P, AL + d.bh, d.bh, d.de, s));
+    return Status::kSuccess;
+  }
+
+  template <class Backend, class Comm, class Stream>
+  static Status backward(Comm& comm, StateDims d, const float* AM, float* G, const float* d_final, float* d_init,
+                         float* tmp, float* gathered, Stream s) {
+    const int r = comm.rank(), R = comm.size();
+    const float* send = AM;
+    if (r == R - 1 && d_final && R > 1) {  // M'_{R-1} = A_{R-1} dS_final + M_{R-1}
+      LASP_RETURN_IF_ERROR(Backend::copy(tmp, AM, std::size_t(d.bh), s));
+      LASP_RETURN_IF_ERROR(Backend::combine(tmp + d.bh, AM, d_final, AM + d.bh, d.bh, d.de, s));
+      send = tmp;
+    }
+    if (R > 1) LASP_RETURN_IF_ERROR(comm.all_gather(send, gathered, d.summary(), s));
+    if (r == R - 1) {
+      LASP_RETURN_IF_ERROR(d_final ? Backend::copy(G, d_final, d.state(), s) : Backend::zero(G, d.state(), s));
+    } else {
+      for (int j = R - 1; j > r; --j) {
+        const float* Aj = gathered + std::size_t(j) * d.summary();
+        LASP_RETURN_IF_ERROR(Backend::combine(G, Aj, j == R - 1 ? nullptr : G, Aj + d.bh, d.bh, d.de, s));
+      }
+    }
+    if (r == 0 && d_init) LASP_RETURN_IF_ERROR(Backend::combine(d_init, AM, G, AM + d.bh, d.bh, d.de, s));
+    return Status::kSuccess;
+  }
+
+  template <class Backend, class Comm, class Stream>
+  static Status suffix_sum(Comm& comm, index_t bh, const float* total, float* suffix, float* /*tmp*/,
+                           float* gathered, Stream s) {
+    const int r = comm.rank(), R = comm.size();
+    if (R > 1) LASP_RETURN_IF_ERROR(comm.all_gather(total, gathered, std::size_t(bh), s));
+    LASP_RETURN_IF_ERROR(Backend::zero(suffix, std::size_t(bh), s));
+    for (int j = r + 1; j < R; ++j)
+      LASP_RETURN_IF_ERROR(Backend::combine(suffix, nullptr, suffix, gathered + std::size_t(j) * bh, bh, 1, s));
+    return Status::kSuccess;
+  }
+};
+
+}  // namespace lasp::sched

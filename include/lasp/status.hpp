@@ -1,0 +1,45 @@
+#pragma once
+// Status codes returned by every lasp entry point. The library never throws, exits or prints.
+
+namespace lasp {
+
+enum class Status : int {
+  kSuccess = 0,
+  kNullPointer,            // a required pointer is null
+  kMisaligned,             // a pointer or stride breaks the 16-byte alignment rule
+  kOverlap,                // an output buffer overlaps an input or another output
+  kInvalidShape,           // B, N, H < 1, or a stride that makes rows alias
+  kUnsupportedHeadDim,     // D or E not supported by this backend / tile policy
+  kInvalidDecay,           // a slope < 0 (or not finite), a log-gate > 0 (or not finite)
+  kWorkspaceTooSmall,      // workspace bytes below workspace_size()
+  kSpSizeMismatch,         // args.shape.R differs from the communicator's size
+  kInvalidRank,            // communicator rank outside [0, size)
+  kPeerMismatch,           // SP ranks disagree on shapes, dtype or policies (checking mode)
+  kNotForwarded,           // backward called on a workspace that holds no forward of this problem
+  kCudaError,              // a CUDA runtime call or kernel launch failed
+  kCommError,              // the communicator reported an error (e.g. ncclCommGetAsyncError)
+  kInternalError,
+};
+
+[[nodiscard]] constexpr const char* to_string(Status s) noexcept {
+  switch (s) {
+    case Status::kSuccess: return "success";
+    case Status::kNullPointer: return "a required pointer is null";
+    case Status::kMisaligned: return "a pointer or stride is not 16-byte aligned";
+    case Status::kOverlap: return "an output buffer overlaps another buffer";
+    case Status::kInvalidShape: return "invalid shape or strides";
+    case Status::kUnsupportedHeadDim: return "head dimension D or E not supported by this backend";
+    case Status::kInvalidDecay: return "invalid decay: slope < 0, log-gate > 0, or not finite";
+    case Status::kWorkspaceTooSmall: return "workspace smaller than workspace_size()";
+    case Status::kSpSizeMismatch: return "args.shape.R differs from the communicator size";
+    case Status::kInvalidRank: return "communicator rank out of range";
+    case Status::kPeerMismatch: return "sequence-parallel ranks disagree on the problem";
+    case Status::kNotForwarded: return "backward needs the workspace of a forward of the same problem";
+    case Status::kCudaError: return "CUDA error";
+    case Status::kCommError: return "communicator error";
+    case Status::kInternalError: return "internal error";
+  }
+  return "unknown status";
+}
+
+}  // namespace lasp
