@@ -1,0 +1,310 @@
+#pragma once
+// Backward chunk kernels (math.md sections 2-3), same decomposition as the forward: one CTA per
+// (segment, b, h), 4 warps, the D x E state (or state gradient) in registers.
+//   bwd_summary: M_seg = scale sum_t exp(c_t - c_segstart) q_t do_t^T, by a reverse walk
+//                M <- exp(G) M + scale (diag(exp(g)) Q)^T dO                        (reads Q, dO)
+//   bwd_dq     : forward walk with S: dq = scale ((dO V^T) .* M) K + scale diag(exp(g)) dO S^T
+//                (reads dO, K, V; Q too for gates, to form q.dq)
+//   bwd_dkdv   : reverse walk with dS:
+//                dv = scale ((K Q^T) .* M^T) dO + diag(exp(G - g)) K dS
+//                dk = scale ((V dO^T) .* M^T) Q + diag(exp(G - g)) V dS^T
+//                dS <- exp(G) dS + scale (diag(exp(g)) Q)^T dO                       (reads Q, K, V, dO)
+//                gates: dc_t = q.dq - k.dk, reverse-summed within the segment into dg.
+#include "chunk_forward.cuh"
+
+namespace lasp::kernel {
+
+template <class T, int D, int E, int C>
+struct BwdSmem {
+  alignas(128) T q[C * D];
+  alignas(128) T k[C * D];
+  alignas(128) T v[C * E];
+  alignas(128) T dO[C * E];
+  alignas(128) T s[D * E];
+  alignas(128) T p[C * C];
+  alignas(128) T st1[C * (D > E ? D : E)];  // staging for 16-byte stores
+  alignas(128) T st2[C * D];
+  float g[C];
+  float kdk[C];
+};
+
+/// Scale row i of a swizzled [C][X] tile by f * exp(g_i).
+template <int C, int X, class T>
+LASP_DEVICE void scale_rows_from_start(T* s, const float* g, float f, int tid) {
+  for (int i = tid; i < C * X / 8; i += kThreads) {
+    const int r = i / (X / 8), c = (i % (X / 8)) * 8;
+    const float w = f * __expf(g[r]);
+    T* p = s + Swz<X>::off(r, c);
+    #pragma unroll
+    for (int e = 0; e < 8; ++e) p[e] = MmaOp<T>::from(MmaOp<T>::to(p[e]) * w);
+  }
+}
+
+template <int MT, int NT>
+LASP_DEVICE void scale_acc(float (&a)[MT][NT][4], float f) {
+  #pragma unroll
+  for (int i = 0; i < MT; ++i)
+    #pragma unroll
+    for (int j = 0; j < NT; ++j)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) a[i][j][e] *= f;
+}
+
+/// Load the fp32 state a * X + Y (rows of this warp) into accumulator layout. X may be null.
+template <int MT, int NT, int D, int E>
+LASP_DEVICE void load_state(float (&S)[MT][NT][4], float a, const float* X, const float* Y, int warp, int lane) {
+  const int gid = lane >> 2, t4 = lane & 3;
+  #pragma unroll
+  for (int i = 0; i < MT; ++i)
+    #pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int r = warp * (D / 4) + 16 * i + gid, c = 8 * j + 2 * t4;
+      const float2 y0 = *reinterpret_cast<const float2*>(Y + r * E + c), y1 = *reinterpret_cast<const float2*>(Y + (r + 8) * E + c);
+      float2 x0 = make_float2(0.f, 0.f), x1 = x0;
+      if (X) { x0 = *reinterpret_cast<const float2*>(X + r * E + c); x1 = *reinterpret_cast<const float2*>(X + (r + 8) * E + c); }
+      S[i][j][0] = a * x0.x + y0.x; S[i][j][1] = a * x0.y + y0.y;
+      S[i][j][2] = a * x1.x + y1.x; S[i][j][3] = a * x1.y + y1.y;
+    }
+}
+
+/// Masked scores into this warp's rows of sp: lower (j <= i, forward mask M) or upper (i >= j
+/// seen from the key row, mask M^T) triangle, weight scale * exp(g_row - g_col) or exp(g_col - g_row).
+template <int C, bool Upper, class T>
+LASP_DEVICE void store_masked(T* sp, const float (&A)[1][C / 8][4], const float* g, float scale, int m0, int lane) {
+  const int gid = lane >> 2, t4 = lane & 3;
+  const int r0 = m0 + gid, r1 = r0 + 8;
+  const float g0 = g[r0], g1 = g[r1];
+  #pragma unroll
+  for (int j = 0; j < C / 8; ++j) {
+    const int c = 8 * j + 2 * t4;
+    const float gc0 = g[c], gc1 = g[c + 1];
+    float w00, w01, w10, w11;
+    if constexpr (!Upper) {
+      w00 = c <= r0 ? scale * __expf(g0 - gc0) : 0.f; w01 = c + 1 <= r0 ? scale * __expf(g0 - gc1) : 0.f;
+      w10 = c <= r1 ? scale * __expf(g1 - gc0) : 0.f; w11 = c + 1 <= r1 ? scale * __expf(g1 - gc1) : 0.f;
+    } else {
+      w00 = c >= r0 ? scale * __expf(gc0 - g0) : 0.f; w01 = c + 1 >= r0 ? scale * __expf(gc1 - g0) : 0.f;
+      w10 = c >= r1 ? scale * __expf(gc0 - g1) : 0.f; w11 = c + 1 >= r1 ? scale * __expf(gc1 - g1) : 0.f;
+    }
+    *reinterpret_cast<std::uint32_t*>(sp + Swz<C>::off(r0, c)) = MmaOp<T>::pack(A[0][j][0] * w00, A[0][j][1] * w01);
+    *reinterpret_cast<std::uint32_t*>(sp + Swz<C>::off(r1, c)) = MmaOp<T>::pack(A[0][j][2] * w10, A[0][j][3] * w11);
+  }
+}
+
+/// Row dot products of accumulators (rows m0+gid, m0+gid+8) with a swizzled smem tile; the
+/// result is complete in every lane of the quad.
+template <int NT, int X, class T>
+LASP_DEVICE void row_dots(const float (&A)[1][NT][4], const T* s, int m0, int lane, float& d0, float& d1) {
+  const int gid = lane >> 2, t4 = lane & 3;
+  d0 = 0.f; d1 = 0.f;
+  #pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int c = 8 * j + 2 * t4;
+    d0 += A[0][j][0] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c)]) + A[0][j][1] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c + 1)]);
+    d1 += A[0][j][2] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c)]) + A[0][j][3] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c + 1)]);
+  }
+  d0 += __shfl_xor_sync(0xffffffffu, d0, 1); d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
+  d1 += __shfl_xor_sync(0xffffffffu, d1, 1); d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
+}
+
+template <class T, class Decay, int D, int E, int C>
+__global__ void __launch_bounds__(kThreads) bwd_summary(const ChunkParams<T, Decay> p) {
+  constexpr int MT = D / 64, NT = E / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<BwdSmem<T, D, E, C>*>(smem_raw);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int seg = blockIdx.x;
+  const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
+  const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
+  float M[MT][NT][4];
+  zero_acc(M);
+  for (index_t n0 = n_begin + (n_end - 1 - n_begin) / C * C; n0 >= n_begin; n0 -= C) {
+    const int len = int(imin(index_t(C), n_end - n0));
+    load_tile_async<C, D, kThreads>(sm.q, p.q.at(b, n0, h), p.q.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.dO, p.dout.at(b, n0, h), p.dout.stride_n, len, tid);
+    cp_async_commit();
+    if (warp == 0) chunk_log_decay<C>(sm.g, p.decay, b, n0, h, len, lane, p.status, true);
+    cp_async_wait<0>();
+    __syncthreads();
+    scale_rows_from_start<C, D>(sm.q, sm.g, p.scale, tid);
+    __syncthreads();
+    scale_acc(M, __expf(sm.g[C - 1]));
+    warp_mma<MT, NT, C, true, true, D, E>(M, sm.q, warp * (D / 4), sm.dO, 0, lane);
+    __syncthreads();
+  }
+  const int gid = lane >> 2, t4 = lane & 3;
+  float* out = p.seg_M + (index_t(seg) * p.B * p.H + bh) * D * E;
+  #pragma unroll
+  for (int i = 0; i < MT; ++i)
+    #pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int r = warp * (D / 4) + 16 * i + gid, c = 8 * j + 2 * t4;
+      *reinterpret_cast<float2*>(out + r * E + c) = make_float2(M[i][j][0], M[i][j][1]);
+      *reinterpret_cast<float2*>(out + (r + 8) * E + c) = make_float2(M[i][j][2], M[i][j][3]);
+    }
+}
+
+template <class T, class Decay, int D, int E, int C>
+__global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p) {
+  constexpr int MT = D / 64, NT = E / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<BwdSmem<T, D, E, C>*>(smem_raw);
+  if (p.status && *p.status) return;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2;
+  const int seg = blockIdx.x;
+  const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
+  const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
+  const index_t sidx = index_t(seg) * p.B * p.H + bh;
+  float S[MT][NT][4];
+  load_state<MT, NT, D, E>(S, p.seg_Apre[sidx], p.rank_state + bh * D * E, p.seg_S + sidx * D * E, warp, lane);
+  const int m0 = warp * 16;
+  for (index_t n0 = n_begin; n0 < n_end; n0 += C) {
+    const int len = int(imin(index_t(C), n_end - n0));
+    if constexpr (Decay::kHasGradient) load_tile_async<C, D, kThreads>(sm.q, p.q.at(b, n0, h), p.q.stride_n, len, tid);
+    load_tile_async<C, D, kThreads>(sm.k, p.k.at(b, n0, h), p.k.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.v, p.v.at(b, n0, h), p.v.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.dO, p.dout.at(b, n0, h), p.dout.stride_n, len, tid);
+    cp_async_commit();
+    store_acc<MT, NT, E>(sm.s, S, warp * (D / 4), 0, lane, NoScale{});
+    if (warp == 0) chunk_log_decay<C>(sm.g, p.decay, b, n0, h, len, lane, p.status, false);
+    cp_async_wait<0>();
+    __syncthreads();
+    {
+      float A[1][C / 8][4];
+      zero_acc(A);
+      warp_mma<1, C / 8, E, false, false, E, E>(A, sm.dO, m0, sm.v, 0, lane);  // dO V^T
+      store_masked<C, false>(sm.p, A, sm.g, p.scale, m0, lane);
+    }
+    __syncwarp();
+    {
+      float dQ[1][D / 8][4];
+      zero_acc(dQ);
+      warp_mma<1, D / 8, E, false, false, E, E>(dQ, sm.dO, m0, sm.s, 0, lane);  // dO S^T
+      const float f0 = p.scale * __expf(sm.g[m0 + gid]), f1 = p.scale * __expf(sm.g[m0 + gid + 8]);
+      #pragma unroll
+      for (int j = 0; j < D / 8; ++j) { dQ[0][j][0] *= f0; dQ[0][j][1] *= f0; dQ[0][j][2] *= f1; dQ[0][j][3] *= f1; }
+      warp_mma<1, D / 8, C, false, true, C, D>(dQ, sm.p, m0, sm.k, 0, lane);  // + P K
+      store_acc<1, D / 8, D>(sm.st1, dQ, m0, 0, lane, NoScale{});
+      if constexpr (Decay::kHasGradient) {
+        float d0, d1;
+        row_dots<D / 8, D>(dQ, sm.q, m0, lane, d0, d1);
+        if ((lane & 3) == 0) {
+          if (m0 + gid < len) p.qdq[bh * p.N + n0 + m0 + gid] = d0;
+          if (m0 + gid + 8 < len) p.qdq[bh * p.N + n0 + m0 + gid + 8] = d1;
+        }
+      }
+    }
+    __syncthreads();
+    store_tile<C, D, kThreads>(p.dq.at(b, n0, h), p.dq.stride_n, sm.st1, len, tid);
+    scale_rows_to_end<C, D>(sm.k, sm.g, tid);
+    __syncthreads();
+    scale_acc(S, __expf(sm.g[C - 1]));
+    warp_mma<MT, NT, C, true, true, D, E>(S, sm.k, warp * (D / 4), sm.v, 0, lane);
+    __syncthreads();
+  }
+}
+
+template <class T, class Decay, int D, int E, int C>
+__global__ void __launch_bounds__(kThreads) bwd_dkdv(const ChunkParams<T, Decay> p) {
+  constexpr int MT = D / 64, NT = E / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<BwdSmem<T, D, E, C>*>(smem_raw);
+  if (p.status && *p.status) return;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2;
+  const int seg = blockIdx.x;
+  const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
+  const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
+  const index_t sidx = index_t(seg) * p.B * p.H + bh;
+  float dS[MT][NT][4];
+  load_state<MT, NT, D, E>(dS, p.seg_Apost[sidx], p.rank_grad + bh * D * E, p.seg_M + sidx * D * E, warp, lane);
+  const int m0 = warp * 16;
+  float carry = 0.f;  // gates: sum of dc over the later chunks of this segment
+  for (index_t n0 = n_begin + (n_end - 1 - n_begin) / C * C; n0 >= n_begin; n0 -= C) {
+    const int len = int(imin(index_t(C), n_end - n0));
+    load_tile_async<C, D, kThreads>(sm.q, p.q.at(b, n0, h), p.q.stride_n, len, tid);
+    load_tile_async<C, D, kThreads>(sm.k, p.k.at(b, n0, h), p.k.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.v, p.v.at(b, n0, h), p.v.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.dO, p.dout.at(b, n0, h), p.dout.stride_n, len, tid);
+    cp_async_commit();
+    store_acc<MT, NT, E>(sm.s, dS, warp * (D / 4), 0, lane, NoScale{});
+    if (warp == 0) chunk_log_decay<C>(sm.g, p.decay, b, n0, h, len, lane, p.status, false);
+    cp_async_wait<0>();
+    __syncthreads();
+    const float G = sm.g[C - 1];
+    const float w0 = __expf(G - sm.g[m0 + gid]), w1 = __expf(G - sm.g[m0 + gid + 8]);
+    {  // dv = scale ((K Q^T) .* M^T) dO + diag(exp(G - g)) K dS
+      float A[1][C / 8][4];
+      zero_acc(A);
+      warp_mma<1, C / 8, D, false, false, D, D>(A, sm.k, m0, sm.q, 0, lane);
+      store_masked<C, true>(sm.p, A, sm.g, p.scale, m0, lane);
+      __syncwarp();
+      float dV[1][NT][4];
+      zero_acc(dV);
+      warp_mma<1, NT, D, false, true, D, E>(dV, sm.k, m0, sm.s, 0, lane);
+      #pragma unroll
+      for (int j = 0; j < NT; ++j) { dV[0][j][0] *= w0; dV[0][j][1] *= w0; dV[0][j][2] *= w1; dV[0][j][3] *= w1; }
+      warp_mma<1, NT, C, false, true, C, E>(dV, sm.p, m0, sm.dO, 0, lane);
+      store_acc<1, NT, E>(sm.st1, dV, m0, 0, lane, NoScale{});
+    }
+    __syncwarp();
+    {  // dk = scale ((V dO^T) .* M^T) Q + diag(exp(G - g)) V dS^T
+      float A[1][C / 8][4];
+      zero_acc(A);
+      warp_mma<1, C / 8, E, false, false, E, E>(A, sm.v, m0, sm.dO, 0, lane);
+      store_masked<C, true>(sm.p, A, sm.g, p.scale, m0, lane);
+      __syncwarp();
+      float dK[1][D / 8][4];
+      zero_acc(dK);
+      warp_mma<1, D / 8, E, false, false, E, E>(dK, sm.v, m0, sm.s, 0, lane);
+      #pragma unroll
+      for (int j = 0; j < D / 8; ++j) { dK[0][j][0] *= w0; dK[0][j][1] *= w0; dK[0][j][2] *= w1; dK[0][j][3] *= w1; }
+      warp_mma<1, D / 8, C, false, true, C, D>(dK, sm.p, m0, sm.q, 0, lane);
+      store_acc<1, D / 8, D>(sm.st2, dK, m0, 0, lane, NoScale{});
+      if constexpr (Decay::kHasGradient) {
+        float d0, d1;
+        row_dots<D / 8, D>(dK, sm.k, m0, lane, d0, d1);
+        if ((lane & 3) == 0) { sm.kdk[m0 + gid] = d0; sm.kdk[m0 + gid + 8] = d1; }
+      }
+    }
+    __syncthreads();
+    store_tile<C, E, kThreads>(p.dv.at(b, n0, h), p.dv.stride_n, sm.st1, len, tid);
+    store_tile<C, D, kThreads>(p.dk.at(b, n0, h), p.dk.stride_n, sm.st2, len, tid);
+    if constexpr (Decay::kHasGradient) {
+      if (warp == 0) {  // reverse inclusive scan of dc over this chunk's rows, plus the carry
+        constexpr int kPer = (C + 31) / 32;
+        float v[kPer], run = 0.f;
+        #pragma unroll
+        for (int e = kPer - 1; e >= 0; --e) {
+          const int i = lane * kPer + e;
+          const float dc = i < len ? p.qdq[bh * p.N + n0 + i] - sm.kdk[i] : 0.f;
+          run += dc;
+          v[e] = run;
+        }
+        float tot = run;  // inclusive scan from the top lane down
+        #pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const float y = __shfl_down_sync(0xffffffffu, tot, o);
+          if (lane + o < 32) tot += y;
+        }
+        const float after = tot - run + carry;
+        #pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+          const int i = lane * kPer + e;
+          if (i < len) p.decay.dg(b, n0 + i, h) = after + v[e];
+        }
+        carry += __shfl_sync(0xffffffffu, tot, 0);
+      }
+    }
+    // dS <- exp(G) dS + scale (diag(exp(g)) Q)^T dO
+    scale_rows_from_start<C, D>(sm.q, sm.g, p.scale, tid);
+    __syncthreads();
+    scale_acc(dS, __expf(G));
+    warp_mma<MT, NT, C, true, true, D, E>(dS, sm.q, warp * (D / 4), sm.dO, 0, lane);
+    __syncthreads();
+  }
+  if constexpr (Decay::kHasGradient) {
+    if (tid == 0) p.seg_dc[sidx] = carry;
+  }
+}
+
+}  // namespace lasp::kernel

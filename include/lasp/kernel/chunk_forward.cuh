@@ -1,0 +1,172 @@
+#pragma once
+// Forward chunk kernels. Parallel decomposition: a CTA of 4 warps owns one (b,h) and one segment
+// of `seg_len` tokens of this rank and walks its chunks in order, keeping the D x E state in
+// registers (warp w owns state rows [w D/4, (w+1) D/4)), so chunk states never touch HBM.
+//   fwd_summary: L_seg = sum_j exp(c_end - c_j) k_j v_j^T, A_seg = exp(c_end - c_start)  (reads K, V)
+//   fwd_output : O = scale (((Q K^T) .* M) V + diag(exp(g)) Q S_prev), S from the segment's
+//                incoming state Apre * P_r + X_seg                                        (reads Q, K, V)
+#include "mma.cuh"
+#include "params.cuh"
+
+namespace lasp::kernel {
+
+constexpr int kThreads = 128;  // 4 warps
+
+template <class T, int D, int E, int C>
+struct FwdSmem {
+  alignas(128) T k[C * D];
+  alignas(128) T v[C * E];
+  alignas(128) T q[C * D];
+  alignas(128) T s[D * E];   // state as an mma operand
+  alignas(128) T p[C * C];   // masked scores
+  alignas(128) T o[C * E];   // output staging for 16-byte stores
+  float g[C];
+};
+
+/// Scale row j of a swizzled [C][X] tile by exp(G - g_j) (K~ = diag(exp(G - g)) K).
+template <int C, int X, class T>
+LASP_DEVICE void scale_rows_to_end(T* s, const float* g, int tid) {
+  const float G = g[C - 1];
+  for (int i = tid; i < C * X / 8; i += kThreads) {
+    const int r = i / (X / 8), c = (i % (X / 8)) * 8;
+    const float w = __expf(G - g[r]);
+    T* p = s + Swz<X>::off(r, c);
+    #pragma unroll
+    for (int e = 0; e < 8; ++e) p[e] = MmaOp<T>::from(MmaOp<T>::to(p[e]) * w);
+  }
+}
+
+template <class T, class Decay, int D, int E, int C>
+__global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Decay> p) {
+  constexpr int MT = D / 64, NT = E / 8;  // per warp: D/4 rows = MT m-tiles
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<FwdSmem<T, D, E, C>*>(smem_raw);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int seg = blockIdx.x;
+  const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
+  const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
+  float S[MT][NT][4];
+  zero_acc(S);
+  float total = 0.f;
+  for (index_t n0 = n_begin; n0 < n_end; n0 += C) {
+    const int len = int(imin(index_t(C), n_end - n0));
+    load_tile_async<C, D, kThreads>(sm.k, p.k.at(b, n0, h), p.k.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.v, p.v.at(b, n0, h), p.v.stride_n, len, tid);
+    cp_async_commit();
+    if (warp == 0) chunk_log_decay<C>(sm.g, p.decay, b, n0, h, len, lane, p.status, true);
+    cp_async_wait<0>();
+    __syncthreads();
+    const float G = sm.g[C - 1];
+    total += G;
+    scale_rows_to_end<C, D>(sm.k, sm.g, tid);
+    __syncthreads();
+    const float eG = __expf(G);
+    #pragma unroll
+    for (int i = 0; i < MT; ++i)
+      #pragma unroll
+      for (int j = 0; j < NT; ++j)
+        #pragma unroll
+        for (int e = 0; e < 4; ++e) S[i][j][e] *= eG;
+    warp_mma<MT, NT, C, true, true, D, E>(S, sm.k, warp * (D / 4), sm.v, 0, lane);
+    __syncthreads();
+  }
+  // Write the segment summary (fp32).
+  const int gid = lane >> 2, t4 = lane & 3;
+  float* out = p.seg_S + (index_t(seg) * p.B * p.H + bh) * D * E;
+  #pragma unroll
+  for (int i = 0; i < MT; ++i)
+    #pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int r = warp * (D / 4) + 16 * i + gid, c = 8 * j + 2 * t4;
+      *reinterpret_cast<float2*>(out + r * E + c) = make_float2(S[i][j][0], S[i][j][1]);
+      *reinterpret_cast<float2*>(out + (r + 8) * E + c) = make_float2(S[i][j][2], S[i][j][3]);
+    }
+  if (tid == 0) p.seg_A[index_t(seg) * p.B * p.H + bh] = __expf(total);
+}
+
+template <class T, class Decay, int D, int E, int C>
+__global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Decay> p) {
+  constexpr int MT = D / 64, NT = E / 8;
+  static_assert(C == 16 * (kThreads / 32), "each warp owns 16 rows of the chunk");
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<FwdSmem<T, D, E, C>*>(smem_raw);
+  if (p.status && *p.status) return;  // a device-side check failed: leave outputs untouched
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, t4 = lane & 3;
+  const int seg = blockIdx.x;
+  const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
+  const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
+  // Incoming state of the segment: Apre * P_r + X_seg.
+  float S[MT][NT][4];
+  {
+    const index_t sidx = index_t(seg) * p.B * p.H + bh;
+    const float a = p.seg_Apre[sidx];
+    const float* X = p.seg_S + sidx * D * E;
+    const float* P = p.rank_state + bh * D * E;
+    #pragma unroll
+    for (int i = 0; i < MT; ++i)
+      #pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const int r = warp * (D / 4) + 16 * i + gid, c = 8 * j + 2 * t4;
+        const float2 x0 = *reinterpret_cast<const float2*>(X + r * E + c), p0 = *reinterpret_cast<const float2*>(P + r * E + c);
+        const float2 x1 = *reinterpret_cast<const float2*>(X + (r + 8) * E + c), p1 = *reinterpret_cast<const float2*>(P + (r + 8) * E + c);
+        S[i][j][0] = a * p0.x + x0.x; S[i][j][1] = a * p0.y + x0.y;
+        S[i][j][2] = a * p1.x + x1.x; S[i][j][3] = a * p1.y + x1.y;
+      }
+  }
+  const int m0 = warp * 16;  // this warp's chunk rows
+  for (index_t n0 = n_begin; n0 < n_end; n0 += C) {
+    const int len = int(imin(index_t(C), n_end - n0));
+    load_tile_async<C, D, kThreads>(sm.q, p.q.at(b, n0, h), p.q.stride_n, len, tid);
+    load_tile_async<C, D, kThreads>(sm.k, p.k.at(b, n0, h), p.k.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.v, p.v.at(b, n0, h), p.v.stride_n, len, tid);
+    cp_async_commit();
+    store_acc<MT, NT, E>(sm.s, S, warp * (D / 4), 0, lane, NoScale{});
+    if (warp == 0) chunk_log_decay<C>(sm.g, p.decay, b, n0, h, len, lane, p.status, false);
+    cp_async_wait<0>();
+    __syncthreads();
+    // Intra-chunk scores of this warp's rows, masked by M_ij = exp(g_i - g_j) (j <= i), times scale.
+    {
+      float A[1][C / 8][4];
+      zero_acc(A);
+      warp_mma<1, C / 8, D, false, false, D, D>(A, sm.q, m0, sm.k, 0, lane);
+      const int r0 = m0 + gid, r1 = r0 + 8;
+      const float g0 = sm.g[r0], g1 = sm.g[r1];
+      #pragma unroll
+      for (int j = 0; j < C / 8; ++j) {
+        const int c = 8 * j + 2 * t4;
+        const float gc0 = sm.g[c], gc1 = sm.g[c + 1];
+        const float w00 = c <= r0 ? p.scale * __expf(g0 - gc0) : 0.f, w01 = c + 1 <= r0 ? p.scale * __expf(g0 - gc1) : 0.f;
+        const float w10 = c <= r1 ? p.scale * __expf(g1 - gc0) : 0.f, w11 = c + 1 <= r1 ? p.scale * __expf(g1 - gc1) : 0.f;
+        *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r0, c)) = MmaOp<T>::pack(A[0][j][0] * w00, A[0][j][1] * w01);
+        *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r1, c)) = MmaOp<T>::pack(A[0][j][2] * w10, A[0][j][3] * w11);
+      }
+    }
+    __syncwarp();
+    {
+      float O[1][NT][4];
+      zero_acc(O);
+      warp_mma<1, NT, D, false, true, D, E>(O, sm.q, m0, sm.s, 0, lane);  // Q S_prev
+      const float f0 = p.scale * __expf(sm.g[m0 + gid]), f1 = p.scale * __expf(sm.g[m0 + gid + 8]);
+      #pragma unroll
+      for (int j = 0; j < NT; ++j) { O[0][j][0] *= f0; O[0][j][1] *= f0; O[0][j][2] *= f1; O[0][j][3] *= f1; }
+      warp_mma<1, NT, C, false, true, C, E>(O, sm.p, m0, sm.v, 0, lane);  // + P V
+      store_acc<1, NT, E>(sm.o, O, m0, 0, lane, NoScale{});
+    }
+    __syncthreads();
+    store_tile<C, E, kThreads>(p.o.at(b, n0, h), p.o.stride_n, sm.o, len, tid);
+    // S <- exp(G) S + (diag(exp(G - g)) K)^T V
+    scale_rows_to_end<C, D>(sm.k, sm.g, tid);
+    __syncthreads();
+    const float eG = __expf(sm.g[C - 1]);
+    #pragma unroll
+    for (int i = 0; i < MT; ++i)
+      #pragma unroll
+      for (int j = 0; j < NT; ++j)
+        #pragma unroll
+        for (int e = 0; e < 4; ++e) S[i][j][e] *= eG;
+    warp_mma<MT, NT, C, true, true, D, E>(S, sm.k, warp * (D / 4), sm.v, 0, lane);
+    __syncthreads();
+  }
+}
+
+}  // namespace lasp::kernel

@@ -1,0 +1,166 @@
+#pragma once
+// Warp-level building blocks of the chunk kernels (sm_80+): swizzled shared-memory tiles,
+// cp.async tile loads with row masking, ldmatrix fragment loads and mma.sync m16n8k16 with fp32
+// accumulation. Device code only; no streams, no launches.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cstdint>
+#include "../config.hpp"
+
+namespace lasp::kernel {
+
+/// Shared-memory tile of 16-bit elements, `Cols` per row (a multiple of 64), with the 16-byte
+/// chunks of each row XOR-swizzled by (row % 8) so that ldmatrix (8 rows, same column) and
+/// 16-byte row stores hit 8 distinct bank groups.
+template <int Cols>
+struct Swz {
+  static_assert(Cols % 64 == 0, "Swizzled tiles need rows of at least 64 16-bit elements.");
+  LASP_DEVICE static int off(int r, int c) { return r * Cols + ((((c >> 3) ^ r) & 7) | ((c >> 3) & ~7)) * 8 + (c & 7); }
+};
+
+LASP_DEVICE index_t imin(index_t a, index_t b) { return a < b ? a : b; }
+
+LASP_DEVICE std::uint32_t smem_u32(const void* p) { return static_cast<std::uint32_t>(__cvta_generic_to_shared(p)); }
+
+LASP_DEVICE void cp_async16(void* smem, const void* gmem, bool valid) {
+  // src-size 0 zero-fills the 16 bytes: padded rows of a tail chunk read as zeros.
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+LASP_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+LASP_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+/// Load rows [0, Rows) x cols [0, Cols) of a global (row stride `ld` elements) into a swizzled
+/// tile; rows >= valid_rows are zero-filled. All `Threads` threads take part.
+template <int Rows, int Cols, int Threads, class T>
+LASP_DEVICE void load_tile_async(T* s, const T* g, index_t ld, int valid_rows, int tid) {
+  static_assert(sizeof(T) == 2, "16-bit tiles");
+  constexpr int kChunks = Rows * Cols / 8;
+  #pragma unroll
+  for (int i = tid; i < kChunks; i += Threads) {
+    const int r = i / (Cols / 8), c = (i % (Cols / 8)) * 8;
+    const bool ok = r < valid_rows;
+    cp_async16(s + Swz<Cols>::off(r, c), g + (ok ? index_t(r) * ld + c : 0), ok);
+  }
+}
+
+/// Store a swizzled tile to global rows [0, valid_rows) with 16-byte stores.
+template <int Rows, int Cols, int Threads, class T>
+LASP_DEVICE void store_tile(T* g, index_t ld, const T* s, int valid_rows, int tid) {
+  constexpr int kChunks = Rows * Cols / 8;
+  #pragma unroll
+  for (int i = tid; i < kChunks; i += Threads) {
+    const int r = i / (Cols / 8), c = (i % (Cols / 8)) * 8;
+    if (r < valid_rows) *reinterpret_cast<uint4*>(g + index_t(r) * ld + c) = *reinterpret_cast<const uint4*>(s + Swz<Cols>::off(r, c));
+  }
+}
+
+LASP_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+LASP_DEVICE void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+
+template <class T> struct MmaOp;
+template <> struct MmaOp<__nv_bfloat16> {
+  LASP_DEVICE static void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  LASP_DEVICE static __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
+  LASP_DEVICE static float to(__nv_bfloat16 x) { return __bfloat162float(x); }
+  LASP_DEVICE static std::uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<std::uint32_t*>(&v);
+  }
+};
+template <> struct MmaOp<__half> {
+  LASP_DEVICE static void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  LASP_DEVICE static __half from(float x) { return __float2half_rn(x); }
+  LASP_DEVICE static float to(__half x) { return __half2float(x); }
+  LASP_DEVICE static std::uint32_t pack(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<std::uint32_t*>(&v);
+  }
+};
+
+/// acc[MT][NT] (+)= A[m0 : m0+16 MT, 0:K] * B[0:K, n0 : n0+8 NT] for one warp.
+///   A_KM = false: A stored row-major [M][K] (tile of KA columns); true: stored [K][M] (tile of KA columns = M extent).
+///   B_KN = false: B stored [N][K]; true: stored [K][N].
+/// Accumulator layout is mma's C layout: acc[i][j][0..1] = (row m0+16i+gid, cols n0+8j+2t4+{0,1}),
+/// acc[i][j][2..3] = row +8. (gid = lane/4, t4 = lane%4.)
+template <int MT, int NT, int K, bool A_KM, bool B_KN, int ColsA, int ColsB, class Op>
+LASP_DEVICE void warp_mma(float (&acc)[MT][NT][4], const Op* sA, int m0, const Op* sB, int n0, int lane) {
+  static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time.");
+  const int i8 = lane & 7, mat = lane >> 3;
+  #pragma unroll
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    std::uint32_t a[MT][4];
+    #pragma unroll
+    for (int i = 0; i < MT; ++i) {
+      if constexpr (!A_KM) {
+        ldmatrix_x4(a[i], sA + Swz<ColsA>::off(m0 + 16 * i + (lane & 15), k0 + (lane >> 4) * 8));
+      } else {
+        ldmatrix_x4_trans(a[i], sA + Swz<ColsA>::off(k0 + i8 + (mat >> 1) * 8, m0 + 16 * i + (mat & 1) * 8));
+      }
+    }
+    #pragma unroll
+    for (int j = 0; j < NT; j += 2) {
+      std::uint32_t b[4];
+      if constexpr (!B_KN) {
+        ldmatrix_x4(b, sB + Swz<ColsB>::off(n0 + 8 * j + i8 + (mat >> 1) * 8, k0 + (mat & 1) * 8));
+      } else {
+        ldmatrix_x4_trans(b, sB + Swz<ColsB>::off(k0 + i8 + (mat & 1) * 8, n0 + 8 * j + (mat >> 1) * 8));
+      }
+      #pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        MmaOp<Op>::mma(acc[i][j], a[i], b[0], b[1]);
+        MmaOp<Op>::mma(acc[i][j + 1], a[i], b[2], b[3]);
+      }
+    }
+  }
+}
+
+template <int MT, int NT>
+LASP_DEVICE void zero_acc(float (&acc)[MT][NT][4]) {
+  #pragma unroll
+  for (int i = 0; i < MT; ++i)
+    #pragma unroll
+    for (int j = 0; j < NT; ++j)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+}
+
+/// Write accumulators (optionally scaled per row by rs(row)) to a swizzled 16-bit tile.
+template <int MT, int NT, int Cols, class Op, class RowScale>
+LASP_DEVICE void store_acc(Op* s, const float (&acc)[MT][NT][4], int m0, int n0, int lane, RowScale rs) {
+  const int gid = lane >> 2, t4 = lane & 3;
+  #pragma unroll
+  for (int i = 0; i < MT; ++i) {
+    const int r0 = m0 + 16 * i + gid, r1 = r0 + 8;
+    const float f0 = rs(r0), f1 = rs(r1);
+    #pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int c = n0 + 8 * j + 2 * t4;
+      *reinterpret_cast<std::uint32_t*>(s + Swz<Cols>::off(r0, c)) = MmaOp<Op>::pack(acc[i][j][0] * f0, acc[i][j][1] * f0);
+      *reinterpret_cast<std::uint32_t*>(s + Swz<Cols>::off(r1, c)) = MmaOp<Op>::pack(acc[i][j][2] * f1, acc[i][j][3] * f1);
+    }
+  }
+}
+
+struct NoScale {
+  LASP_DEVICE float operator()(int) const { return 1.f; }
+};
+
+}  // namespace lasp::kernel

@@ -1,0 +1,83 @@
+#pragma once
+// Kernel parameters shared by the chunk kernels, and the device side of the decay policies:
+// each kernel asks for the in-chunk cumulative log-decay g_i (math.md section 2).
+#include <cuda_runtime.h>
+#include "../args.hpp"
+#include "../policy/decay.hpp"
+
+namespace lasp::kernel {
+
+/// Device parameters of a decay policy (passed by value in the kernel parameters).
+template <class Decay> struct DecayDev;
+template <> struct DecayDev<decay::None> {};
+template <> struct DecayDev<decay::PerHead> { float slopes[decay::PerHead::kMaxHeads]; };
+template <> struct DecayDev<decay::Gate> { ConstGateTensor g; GateTensor dg; };
+
+/// Everything a chunk kernel may need. One struct for all kernels keeps dispatch simple; each
+/// kernel reads only its fields.
+template <class T, class Decay>
+struct ChunkParams {
+  Tensor<const T> q, k, v, dout;
+  Tensor<T> o, dq, dk, dv;
+  index_t B = 0, N = 0, H = 0;
+  float scale = 1.f;
+  DecayDev<Decay> decay{};
+  int nseg = 1;        // segments per (b,h) on this rank
+  index_t seg_len = 0; // tokens per segment (a multiple of the chunk)
+  // Per-segment summaries, [nseg][B*H] scalars and [nseg][B*H][D*E] states (fp32).
+  float* seg_A = nullptr;
+  float* seg_S = nullptr;
+  float* seg_Apre = nullptr;   // product of A over earlier segments (forward set)
+  float* seg_M = nullptr;      // backward set: [nseg][B*H][D*E] M_seg, then Y_seg (suffix from zero)
+  float* seg_Apost = nullptr;  // product of A over later segments
+  const float* rank_grad = nullptr;  // G_r (backward)
+  const float* rank_state = nullptr;  // P_r, (B*H, D*E)
+  float* qdq = nullptr;        // gates backward: q.dq per token, [B*H][N]
+  float* seg_dc = nullptr;     // gates backward: per-segment dc totals, [nseg][B*H]
+  unsigned* status = nullptr;  // deferred device status (bit 0: invalid gate value)
+};
+
+/// Fill sg[0..C) with the in-chunk inclusive cumulative log-decay of rows [n0, n0+len) of (b,h);
+/// rows >= len (tail padding) get log-decay 0 so that sg[C-1] is the chunk total. Warp 0 works;
+/// the caller synchronises. Gate values > 0 or not finite set bit 0 of *status when `check`.
+template <int C, class Decay>
+LASP_DEVICE void chunk_log_decay(float* sg, const DecayDev<Decay>& d, index_t b, index_t n0, index_t h, int len,
+                                 int lane, unsigned* status, bool check) {
+  static_assert(C % 32 == 0 || C == 16, "chunk must be 16 or a multiple of 32");
+  if constexpr (std::is_same_v<Decay, decay::None>) {
+    for (int i = lane; i < C; i += 32) sg[i] = 0.f;
+  } else if constexpr (std::is_same_v<Decay, decay::PerHead>) {
+    const float s = d.slopes[h];
+    for (int i = lane; i < C; i += 32) sg[i] = -s * float(min(i + 1, len));
+  } else {
+    constexpr int kPer = (C + 31) / 32;  // consecutive rows per lane
+    float v[kPer];
+    float run = 0.f;
+    #pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      const int i = lane * kPer + e;
+      float x = 0.f;
+      if (i < len && i < C) {
+        x = d.g(b, n0 + i, h);
+        if (check && !(x <= 0.f && isfinite(x))) atomicOr(status, 1u);
+      }
+      run += x;
+      v[e] = run;
+    }
+    // Inclusive scan of the per-lane totals across the warp.
+    float tot = run;
+    #pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float y = __shfl_up_sync(0xffffffffu, tot, o);
+      if (lane >= o) tot += y;
+    }
+    const float before = tot - run;
+    #pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      const int i = lane * kPer + e;
+      if (i < C) sg[i] = before + v[e];
+    }
+  }
+}
+
+}  // namespace lasp::kernel
