@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <atomic>
 #include <cstring>
 #include <type_traits>
 #include "../api.hpp"
@@ -96,14 +97,16 @@ Regions regions(const Shape& s, void* reserve = nullptr, void* scratch = nullptr
   return r;
 }
 
-template <class F>
-Status set_smem(F* kernel, std::size_t bytes) {
+/// Raise a kernel's dynamic shared-memory limit (needed above 48 KB). Done once per kernel and
+/// device: the flag lives in a function-local static of the kernel's own instantiation.
+template <auto Kernel>
+Status set_smem(std::size_t bytes) {
   int dev = 0;
   LASP_CUDA_TRY(cudaGetDevice(&dev));
-  static bool done[64][1] = {};  // per device, per instantiation of set_smem<F> via the template
-  if (dev < 64 && done[dev][0]) return Status::kSuccess;
-  LASP_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  if (dev < 64) done[dev][0] = true;
+  static std::atomic<bool> done[64] = {};
+  if (dev < 64 && done[dev].load(std::memory_order_acquire)) return Status::kSuccess;
+  LASP_CUDA_TRY(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  if (dev < 64) done[dev].store(true, std::memory_order_release);
   return Status::kSuccess;
 }
 
@@ -183,10 +186,10 @@ struct Backend {
     return p;
   }
 
-  template <class Kernel, class Params>
-  static Status launch(Kernel* k, std::size_t smem, const Params& p, cudaStream_t s) {
-    LASP_RETURN_IF_ERROR(set_smem(k, smem));
-    k<<<dim3(unsigned(p.nseg), unsigned(p.B * p.H)), kernel::kThreads, smem, s>>>(p);
+  template <auto Kernel, class Params>
+  static Status launch(std::size_t smem, const Params& p, cudaStream_t s) {
+    LASP_RETURN_IF_ERROR(set_smem<Kernel>(smem));
+    Kernel<<<dim3(unsigned(p.nseg), unsigned(p.B * p.H)), kernel::kThreads, smem, s>>>(p);
     LASP_LAUNCH_CHECK(s);
     return Status::kSuccess;
   }
@@ -196,7 +199,7 @@ struct Backend {
   static Status summary_and_fold(const Params& p, float* AL, index_t bh, cudaStream_t s) {
     using Decay = typename Policy::Decay;
     constexpr int C = 64;
-    LASP_RETURN_IF_ERROR(launch(kernel::fwd_summary<Op, Decay, D, E, C>, sizeof(kernel::FwdSmem<Op, D, E, C>), p, s));
+    LASP_RETURN_IF_ERROR((launch<kernel::fwd_summary<Op, Decay, D, E, C>>(sizeof(kernel::FwdSmem<Op, D, E, C>), p, s)));
     const dim3 grid(unsigned(bh), unsigned((D * E + 255) / 256));
     kernel::fold_segments<false><<<grid, 256, 0, s>>>(p.seg_S, p.seg_A, p.seg_Apre, p.nseg, bh, D * E, AL,
                                                       AL ? AL + bh : nullptr);
@@ -230,8 +233,7 @@ struct Backend {
     struct type {
       template <class Params>
       static Status run(const Params& p, const cudaStream_t& s) {
-        return launch(kernel::fwd_output<Op, typename Policy::Decay, D, E, 64>,
-                      sizeof(kernel::FwdSmem<Op, D, E, 64>), p, s);
+        return launch<kernel::fwd_output<Op, typename Policy::Decay, D, E, 64>>(sizeof(kernel::FwdSmem<Op, D, E, 64>), p, s);
       }
     };
   };
@@ -242,8 +244,8 @@ struct Backend {
       template <class Params>
       static Status run(const Params& p, float* const& M, const index_t& bh, const cudaStream_t& s) {
         if constexpr (!Policy::Caching::kCache) LASP_RETURN_IF_ERROR((summary_and_fold<Policy, Op, D, E>(p, nullptr, bh, s)));
-        LASP_RETURN_IF_ERROR(launch(kernel::bwd_summary<Op, typename Policy::Decay, D, E, 64>,
-                                    sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s));
+        LASP_RETURN_IF_ERROR((launch<kernel::bwd_summary<Op, typename Policy::Decay, D, E, 64>>(
+            sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s)));
         const dim3 grid(unsigned(bh), unsigned((D * E + 255) / 256));
         kernel::fold_segments<true><<<grid, 256, 0, s>>>(p.seg_M, p.seg_A, p.seg_Apost, p.nseg, bh, D * E, nullptr, M);
         LASP_LAUNCH_CHECK(s);
@@ -258,8 +260,8 @@ struct Backend {
       template <class Params>
       static Status run(const Params& p, const cudaStream_t& s) {
         using Decay = typename Policy::Decay;
-        LASP_RETURN_IF_ERROR(launch(kernel::bwd_dq<Op, Decay, D, E, 64>, sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s));
-        return launch(kernel::bwd_dkdv<Op, Decay, D, E, 64>, sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s);
+        LASP_RETURN_IF_ERROR((launch<kernel::bwd_dq<Op, Decay, D, E, 64>>(sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s)));
+        return launch<kernel::bwd_dkdv<Op, Decay, D, E, 64>>(sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s);
       }
     };
   };

@@ -1,0 +1,107 @@
+// The CUDA backend on one GPU against the double reference: every decay, bf16 and fp16, head
+// dims 64/128 with D != E, tails, B > 1, H > 1, both layouts, scale, initial/final states,
+// explicit segment splits, both caching policies. Outputs are poisoned (NaN) before each run.
+#include <doctest/doctest.h>
+#include <lasp/lasp.cuh>
+#include <cstdio>
+#include <string>
+#include "../common/device.hpp"
+
+using namespace lasp_test;
+
+namespace {
+
+struct Case {
+  lasp::index_t B, N, H, D, E;
+  Layout layout;
+  float scale;
+  bool states;
+  lasp::index_t pad = 0;
+};
+
+template <class Elem> struct Limits;
+// Limits are norm-wise relative errors against the double reference on the rounded inputs.
+// The kernels round the masked scores, the state and the scaled K/Q rows to the element type
+// before the tensor-core products (fp32 accumulation), so errors are a small multiple of the
+// unit roundoff u: bf16 u = 2^-8, fp16 u = 2^-11. dg is a reverse cumulative sum of
+// q.dq - k.dk, which cancels: it gets twice the limit.
+template <> struct Limits<lasp::bf16> { static constexpr double kOut = 1.6e-2, kDg = 3.2e-2; };
+template <> struct Limits<lasp::fp16> { static constexpr double kOut = 2.5e-3, kDg = 5e-3; };
+
+template <class Elem, class Policy>
+void run_case(const Case& c, std::uint32_t seed) {
+  using Decay = typename Policy::Decay;
+  ProblemSpec s;
+  s.B = c.B; s.N = c.N; s.H = c.H; s.D = c.D; s.E = c.E; s.R = 1;
+  s.layout = c.layout; s.scale = c.scale; s.initial_state = c.states; s.final_state = c.states;
+  s.pad = c.pad; s.seed = seed;
+  GlobalProblem<Elem> hp(s);
+  DeviceProblem<Elem> dp(hp);
+  lasp::comm::DeviceSingle comm;
+  const lasp::Shape shape = hp.shape();
+  const std::size_t wsb = lasp::workspace_size<Policy, Elem>(shape, comm);
+  DeviceBuf<unsigned char> ws(wsb);
+  const lasp::Workspace w{ws.ptr, wsb};
+  cudaStream_t st;
+  LASP_TEST_CUDA(cudaStreamCreate(&st));
+  auto fa = dp.template forward_args<Decay>(0);
+  REQUIRE(lasp::forward<Policy>(fa, comm, w, st) == lasp::Status::kSuccess);
+  auto ba = dp.template backward_args<Decay>(0);
+  REQUIRE(lasp::backward<Policy>(ba, comm, w, st) == lasp::Status::kSuccess);
+  REQUIRE(lasp::cuda::deferred_status(w, st) == lasp::Status::kSuccess);
+  LASP_TEST_CUDA(cudaStreamSynchronize(st));
+  LASP_TEST_CUDA(cudaStreamDestroy(st));
+  dp.download();
+  const RefResult ref = run_reference<Decay>(hp);
+  INFO(lasp::describe<Policy>(), " ", std::string(lasp::to_string(lasp::dtype_of<Elem>::value)), " B=", c.B, " N=", c.N,
+       " H=", c.H, " D=", c.D, " E=", c.E, " ", std::string(to_string(c.layout)), " scale=", c.scale, " states=", c.states);
+  const double eo = rel_err(hp.o(), ref.o), edq = rel_err(hp.dq(), ref.dq), edk = rel_err(hp.dk(), ref.dk),
+               edv = rel_err(hp.dv(), ref.dv);
+  CHECK(eo < Limits<Elem>::kOut);
+  CHECK(edq < Limits<Elem>::kOut);
+  CHECK(edk < Limits<Elem>::kOut);
+  CHECK(edv < Limits<Elem>::kOut);
+  CHECK(hp.padding_intact());
+  if (c.states) {
+    CHECK(rel_err(hp.final_state(), ref.final_state) < Limits<Elem>::kOut);
+    CHECK(rel_err(hp.d_initial_state(), ref.dinit) < Limits<Elem>::kOut);
+  }
+  if constexpr (Decay::kHasGradient) CHECK(rel_err(hp.dg(), ref.dlog) < Limits<Elem>::kDg);
+  MESSAGE("o ", eo, " dq ", edq, " dk ", edk, " dv ", edv);
+}
+
+const Case kCases[] = {
+    {1, 64, 1, 64, 64, Layout::kTokenMajor, 1.f, false},
+    {1, 1, 2, 64, 64, Layout::kTokenMajor, 1.f, true},
+    {2, 100, 3, 128, 64, Layout::kHeadMajor, 0.125f, true},
+    {1, 257, 2, 64, 128, Layout::kTokenMajor, 0.5f, true, 8},
+    {2, 63, 2, 128, 128, Layout::kTokenMajor, 1.f, true},
+    {1, 1500, 1, 128, 128, Layout::kHeadMajor, 0.0884f, true},
+};
+
+template <class Elem, class Decay>
+void run_all() {
+  std::uint32_t seed = 100;
+  for (const Case& c : kCases) run_case<Elem, lasp::Policy<Decay>>(c, seed++);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("gpu chunk kernels match the reference: no decay", Elem, lasp::bf16, lasp::fp16) {
+  run_all<Elem, lasp::decay::None>();
+}
+TEST_CASE_TEMPLATE("gpu chunk kernels match the reference: per-head decay", Elem, lasp::bf16, lasp::fp16) {
+  run_all<Elem, lasp::decay::PerHead>();
+}
+TEST_CASE_TEMPLATE("gpu chunk kernels match the reference: per-token gates", Elem, lasp::bf16, lasp::fp16) {
+  run_all<Elem, lasp::decay::Gate>();
+}
+
+TEST_CASE("gpu: explicit segment splits and state caching give the same answers") {
+  using T3 = lasp::tile::Tile<64, 4, 3>;
+  using T1 = lasp::tile::Tile<64, 4, 1>;
+  const Case c{2, 700, 2, 128, 128, Layout::kTokenMajor, 0.25f, true};
+  run_case<lasp::bf16, lasp::Policy<lasp::decay::Gate, lasp::schedule::Chain, lasp::caching::Cache, T3>>(c, 7);
+  run_case<lasp::bf16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain, lasp::caching::Recompute, T1>>(c, 8);
+  run_case<lasp::fp16, lasp::Policy<lasp::decay::None, lasp::schedule::AllGather, lasp::caching::Cache, T3>>(c, 9);
+}
