@@ -53,7 +53,9 @@ template <class Tile>
 Split split(const Shape& s) {
   using R = resolve_tile<Tile>;
   const index_t chunks = (s.N + R::kChunk - 1) / R::kChunk;
-  index_t nseg = R::kSegments ? R::kSegments : (kTargetCtas + s.B * s.H - 1) / (s.B * s.H);
+  // Floor, not ceil: B*H*nseg must not exceed the resident CTAs, or a second, nearly empty wave
+  // doubles the time.
+  index_t nseg = R::kSegments ? R::kSegments : kTargetCtas / (s.B * s.H);
   nseg = std::max<index_t>(1, std::min(nseg, chunks));
   const index_t seg_chunks = (chunks + nseg - 1) / nseg;
   return {int((chunks + seg_chunks - 1) / seg_chunks), seg_chunks * R::kChunk};
@@ -199,7 +201,7 @@ struct Backend {
   static Status summary_and_fold(const Params& p, float* AL, index_t bh, cudaStream_t s) {
     using Decay = typename Policy::Decay;
     constexpr int C = 64;
-    LASP_RETURN_IF_ERROR((launch<kernel::fwd_summary<Op, Decay, D, E, C>>(sizeof(kernel::FwdSmem<Op, D, E, C>), p, s)));
+    LASP_RETURN_IF_ERROR((launch<kernel::fwd_summary<Op, Decay, D, E, C>>(sizeof(kernel::SumSmem<Op, D, E, C>), p, s)));
     const dim3 grid(unsigned(bh), unsigned((D * E + 255) / 256));
     kernel::fold_segments<false><<<grid, 256, 0, s>>>(p.seg_S, p.seg_A, p.seg_Apre, p.nseg, bh, D * E, AL,
                                                       AL ? AL + bh : nullptr);
@@ -245,7 +247,7 @@ struct Backend {
       static Status run(const Params& p, float* const& M, const index_t& bh, const cudaStream_t& s) {
         if constexpr (!Policy::Caching::kCache) LASP_RETURN_IF_ERROR((summary_and_fold<Policy, Op, D, E>(p, nullptr, bh, s)));
         LASP_RETURN_IF_ERROR((launch<kernel::bwd_summary<Op, typename Policy::Decay, D, E, 64>>(
-            sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s)));
+            sizeof(kernel::SumSmem<Op, D, E, 64>), p, s)));
         const dim3 grid(unsigned(bh), unsigned((D * E + 255) / 256));
         kernel::fold_segments<true><<<grid, 256, 0, s>>>(p.seg_M, p.seg_A, p.seg_Apost, p.nseg, bh, D * E, nullptr, M);
         LASP_LAUNCH_CHECK(s);

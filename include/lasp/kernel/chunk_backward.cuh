@@ -22,8 +22,6 @@ struct BwdSmem {
   alignas(128) T dO[C * E];
   alignas(128) T s[D * E];
   alignas(128) T p[C * C];
-  alignas(128) T st1[C * (D > E ? D : E)];  // staging for 16-byte stores
-  alignas(128) T st2[C * D];
   float g[C];
   float kdk[C];
 };
@@ -111,25 +109,35 @@ template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) bwd_summary(const ChunkParams<T, Decay> p) {
   constexpr int MT = D / 64, NT = E / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<BwdSmem<T, D, E, C>*>(smem_raw);
+  auto& sm = *reinterpret_cast<SumSmem<T, D, E, C>*>(smem_raw);  // k <- Q, v <- dO
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int seg = blockIdx.x;
   const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
   const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
   float M[MT][NT][4];
   zero_acc(M);
-  for (index_t n0 = n_begin + (n_end - 1 - n_begin) / C * C; n0 >= n_begin; n0 -= C) {
+  auto issue = [&](index_t n0, int buf) {
     const int len = int(imin(index_t(C), n_end - n0));
-    load_tile_async<C, D, kThreads>(sm.q, p.q.at(b, n0, h), p.q.stride_n, len, tid);
-    load_tile_async<C, E, kThreads>(sm.dO, p.dout.at(b, n0, h), p.dout.stride_n, len, tid);
+    load_tile_async<C, D, kThreads>(sm.k[buf], p.q.at(b, n0, h), p.q.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.v[buf], p.dout.at(b, n0, h), p.dout.stride_n, len, tid);
     cp_async_commit();
-    if (warp == 0) chunk_log_decay<C>(sm.g, p.decay, b, n0, h, len, lane, p.status, true);
-    cp_async_wait<0>();
+    if (warp == 0) chunk_log_decay<C>(sm.g[buf], p.decay, b, n0, h, len, lane, p.status, true);
+  };
+  const index_t last = n_begin + (n_end - 1 - n_begin) / C * C;
+  if (n_begin < n_end) issue(last, 0);
+  int buf = 0;
+  for (index_t n0 = last; n0 >= n_begin; n0 -= C, buf ^= 1) {
+    if (n0 - C >= n_begin) {
+      issue(n0 - C, buf ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
-    scale_rows_from_start<C, D>(sm.q, sm.g, p.scale, tid);
+    scale_rows_from_start<C, D>(sm.k[buf], sm.g[buf], p.scale, tid);
     __syncthreads();
-    scale_acc(M, __expf(sm.g[C - 1]));
-    warp_mma<MT, NT, C, true, true, D, E>(M, sm.q, warp * (D / 4), sm.dO, 0, lane);
+    scale_acc(M, __expf(sm.g[buf][C - 1]));
+    warp_mma<MT, NT, C, true, true, D, E>(M, sm.k[buf], warp * (D / 4), sm.v[buf], 0, lane);
     __syncthreads();
   }
   const int gid = lane >> 2, t4 = lane & 3;
@@ -184,7 +192,7 @@ __global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p
       #pragma unroll
       for (int j = 0; j < D / 8; ++j) { dQ[0][j][0] *= f0; dQ[0][j][1] *= f0; dQ[0][j][2] *= f1; dQ[0][j][3] *= f1; }
       warp_mma<1, D / 8, C, false, true, C, D>(dQ, sm.p, m0, sm.k, 0, lane);  // + P K
-      store_acc<1, D / 8, D>(sm.st1, dQ, m0, 0, lane, NoScale{});
+      store_acc_global<D / 8>(p.dq.at(b, n0, h), p.dq.stride_n, dQ, m0, lane, len);
       if constexpr (Decay::kHasGradient) {
         float d0, d1;
         row_dots<D / 8, D>(dQ, sm.q, m0, lane, d0, d1);
@@ -195,7 +203,6 @@ __global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p
       }
     }
     __syncthreads();
-    store_tile<C, D, kThreads>(p.dq.at(b, n0, h), p.dq.stride_n, sm.st1, len, tid);
     scale_rows_to_end<C, D>(sm.k, sm.g, tid);
     __syncthreads();
     scale_acc(S, __expf(sm.g[C - 1]));
@@ -244,7 +251,7 @@ __global__ void __launch_bounds__(kThreads) bwd_dkdv(const ChunkParams<T, Decay>
       #pragma unroll
       for (int j = 0; j < NT; ++j) { dV[0][j][0] *= w0; dV[0][j][1] *= w0; dV[0][j][2] *= w1; dV[0][j][3] *= w1; }
       warp_mma<1, NT, C, false, true, C, E>(dV, sm.p, m0, sm.dO, 0, lane);
-      store_acc<1, NT, E>(sm.st1, dV, m0, 0, lane, NoScale{});
+      store_acc_global<NT>(p.dv.at(b, n0, h), p.dv.stride_n, dV, m0, lane, len);
     }
     __syncwarp();
     {  // dk = scale ((V dO^T) .* M^T) Q + diag(exp(G - g)) V dS^T
@@ -259,7 +266,7 @@ __global__ void __launch_bounds__(kThreads) bwd_dkdv(const ChunkParams<T, Decay>
       #pragma unroll
       for (int j = 0; j < D / 8; ++j) { dK[0][j][0] *= w0; dK[0][j][1] *= w0; dK[0][j][2] *= w1; dK[0][j][3] *= w1; }
       warp_mma<1, D / 8, C, false, true, C, D>(dK, sm.p, m0, sm.q, 0, lane);
-      store_acc<1, D / 8, D>(sm.st2, dK, m0, 0, lane, NoScale{});
+      store_acc_global<D / 8>(p.dk.at(b, n0, h), p.dk.stride_n, dK, m0, lane, len);
       if constexpr (Decay::kHasGradient) {
         float d0, d1;
         row_dots<D / 8, D>(dK, sm.k, m0, lane, d0, d1);
@@ -267,8 +274,6 @@ __global__ void __launch_bounds__(kThreads) bwd_dkdv(const ChunkParams<T, Decay>
       }
     }
     __syncthreads();
-    store_tile<C, E, kThreads>(p.dv.at(b, n0, h), p.dv.stride_n, sm.st1, len, tid);
-    store_tile<C, D, kThreads>(p.dk.at(b, n0, h), p.dk.stride_n, sm.st2, len, tid);
     if constexpr (Decay::kHasGradient) {
       if (warp == 0) {  // reverse inclusive scan of dc over this chunk's rows, plus the carry
         constexpr int kPer = (C + 31) / 32;

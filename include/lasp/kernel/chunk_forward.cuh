@@ -19,8 +19,15 @@ struct FwdSmem {
   alignas(128) T q[C * D];
   alignas(128) T s[D * E];   // state as an mma operand
   alignas(128) T p[C * C];   // masked scores
-  alignas(128) T o[C * E];   // output staging for 16-byte stores
   float g[C];
+};
+
+/// fwd_summary needs only K and V, double-buffered so the next chunk loads while this one computes.
+template <class T, int D, int E, int C>
+struct SumSmem {
+  alignas(128) T k[2][C * D];
+  alignas(128) T v[2][C * E];
+  float g[2][C];
 };
 
 /// Scale row j of a swizzled [C][X] tile by exp(G - g_j) (K~ = diag(exp(G - g)) K).
@@ -40,7 +47,7 @@ template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Decay> p) {
   constexpr int MT = D / 64, NT = E / 8;  // per warp: D/4 rows = MT m-tiles
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<FwdSmem<T, D, E, C>*>(smem_raw);
+  auto& sm = *reinterpret_cast<SumSmem<T, D, E, C>*>(smem_raw);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int seg = blockIdx.x;
   const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
@@ -48,17 +55,27 @@ __global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Dec
   float S[MT][NT][4];
   zero_acc(S);
   float total = 0.f;
-  for (index_t n0 = n_begin; n0 < n_end; n0 += C) {
+  auto issue = [&](index_t n0, int buf) {
     const int len = int(imin(index_t(C), n_end - n0));
-    load_tile_async<C, D, kThreads>(sm.k, p.k.at(b, n0, h), p.k.stride_n, len, tid);
-    load_tile_async<C, E, kThreads>(sm.v, p.v.at(b, n0, h), p.v.stride_n, len, tid);
+    load_tile_async<C, D, kThreads>(sm.k[buf], p.k.at(b, n0, h), p.k.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.v[buf], p.v.at(b, n0, h), p.v.stride_n, len, tid);
     cp_async_commit();
-    if (warp == 0) chunk_log_decay<C>(sm.g, p.decay, b, n0, h, len, lane, p.status, true);
-    cp_async_wait<0>();
+    if (warp == 0) chunk_log_decay<C>(sm.g[buf], p.decay, b, n0, h, len, lane, p.status, true);
+  };
+  if (n_begin < n_end) issue(n_begin, 0);
+  int buf = 0;
+  for (index_t n0 = n_begin; n0 < n_end; n0 += C, buf ^= 1) {
+    // Prefetch the next chunk into the other buffer (freed by the barrier that ended the last iteration).
+    if (n0 + C < n_end) {
+      issue(n0 + C, buf ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
-    const float G = sm.g[C - 1];
+    const float G = sm.g[buf][C - 1];
     total += G;
-    scale_rows_to_end<C, D>(sm.k, sm.g, tid);
+    scale_rows_to_end<C, D>(sm.k[buf], sm.g[buf], tid);
     __syncthreads();
     const float eG = __expf(G);
     #pragma unroll
@@ -67,7 +84,7 @@ __global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Dec
       for (int j = 0; j < NT; ++j)
         #pragma unroll
         for (int e = 0; e < 4; ++e) S[i][j][e] *= eG;
-    warp_mma<MT, NT, C, true, true, D, E>(S, sm.k, warp * (D / 4), sm.v, 0, lane);
+    warp_mma<MT, NT, C, true, true, D, E>(S, sm.k[buf], warp * (D / 4), sm.v[buf], 0, lane);
     __syncthreads();
   }
   // Write the segment summary (fp32).
@@ -150,10 +167,9 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
       #pragma unroll
       for (int j = 0; j < NT; ++j) { O[0][j][0] *= f0; O[0][j][1] *= f0; O[0][j][2] *= f1; O[0][j][3] *= f1; }
       warp_mma<1, NT, C, false, true, C, E>(O, sm.p, m0, sm.v, 0, lane);  // + P V
-      store_acc<1, NT, E>(sm.o, O, m0, 0, lane, NoScale{});
+      store_acc_global<NT>(p.o.at(b, n0, h), p.o.stride_n, O, m0, lane, len);
     }
     __syncthreads();
-    store_tile<C, E, kThreads>(p.o.at(b, n0, h), p.o.stride_n, sm.o, len, tid);
     // S <- exp(G) S + (diag(exp(G - g)) K)^T V
     scale_rows_to_end<C, D>(sm.k, sm.g, tid);
     __syncthreads();
