@@ -134,10 +134,10 @@ __global__ void __launch_bounds__(kThreads) bwd_summary(const ChunkParams<T, Dec
       cp_async_wait<0>();
     }
     __syncthreads();
-    scale_rows_from_start<C, D>(sm.k[buf], sm.g[buf], p.scale, tid);
-    __syncthreads();
     scale_acc(M, __expf(sm.g[buf][C - 1]));
-    warp_mma<MT, NT, C, true, true, D, E>(M, sm.k[buf], warp * (D / 4), sm.v[buf], 0, lane);
+    // M += scale (diag(exp(g)) Q)^T dO, the weights applied to the A fragments in registers.
+    warp_mma<MT, NT, C, true, true, D, E>(M, sm.k[buf], warp * (D / 4), sm.v[buf], 0, lane,
+                                          FromStartScale{sm.g[buf], p.scale});
     __syncthreads();
   }
   const int gid = lane >> 2, t4 = lane & 3;

@@ -12,14 +12,15 @@ namespace lasp::kernel {
 
 constexpr int kThreads = 128;  // 4 warps
 
+/// fwd_output: Q, K, V double-buffered (the next chunk loads while this one computes), the
+/// masked scores shared by the warps. The state stays in registers.
 template <class T, int D, int E, int C>
 struct FwdSmem {
-  alignas(128) T k[C * D];
-  alignas(128) T v[C * E];
-  alignas(128) T q[C * D];
-  alignas(128) T s[D * E];   // state as an mma operand
+  alignas(128) T k[2][C * D];
+  alignas(128) T v[2][C * E];
+  alignas(128) T q[2][C * D];
   alignas(128) T p[C * C];   // masked scores
-  float g[C];
+  float g[2][C];
 };
 
 /// fwd_summary needs only K and V, double-buffered so the next chunk loads while this one computes.
@@ -75,8 +76,6 @@ __global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Dec
     __syncthreads();
     const float G = sm.g[buf][C - 1];
     total += G;
-    scale_rows_to_end<C, D>(sm.k[buf], sm.g[buf], tid);
-    __syncthreads();
     const float eG = __expf(G);
     #pragma unroll
     for (int i = 0; i < MT; ++i)
@@ -84,7 +83,8 @@ __global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Dec
       for (int j = 0; j < NT; ++j)
         #pragma unroll
         for (int e = 0; e < 4; ++e) S[i][j][e] *= eG;
-    warp_mma<MT, NT, C, true, true, D, E>(S, sm.k[buf], warp * (D / 4), sm.v[buf], 0, lane);
+    // S += (diag(exp(G - g)) K)^T V, the weights applied to the A fragments in registers.
+    warp_mma<MT, NT, C, true, true, D, E>(S, sm.k[buf], warp * (D / 4), sm.v[buf], 0, lane, ToEndScale{sm.g[buf], G});
     __syncthreads();
   }
   // Write the segment summary (fp32).
@@ -101,10 +101,15 @@ __global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Dec
   if (tid == 0) p.seg_A[index_t(seg) * p.B * p.H + bh] = __expf(total);
 }
 
+/// Partition: warp w owns columns [w E/4, (w+1) E/4) of the state S (all D rows) and of the
+/// output O (all C rows), so the state operand of Q S_prev is the warp's own slice (no CTA-wide
+/// exchange of S); the masked scores P are computed 16 rows per warp and shared.
 template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Decay> p) {
-  constexpr int MT = D / 64, NT = E / 8;
-  static_assert(C == 16 * (kThreads / 32), "each warp owns 16 rows of the chunk");
+  constexpr int EW = E / 4;             // state / output columns per warp
+  constexpr int MS = D / 16, NS = EW / 8;  // state tiles per warp
+  constexpr int MO = C / 16;            // output row tiles (all rows)
+  static_assert(C == 16 * (kThreads / 32), "each warp owns 16 rows of the chunk's scores");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   auto& sm = *reinterpret_cast<FwdSmem<T, D, E, C>*>(smem_raw);
   if (p.status && *p.status) return;  // a device-side check failed: leave outputs untouched
@@ -112,75 +117,99 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
   const int seg = blockIdx.x;
   const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
   const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
-  // Incoming state of the segment: Apre * P_r + X_seg.
-  float S[MT][NT][4];
+  const int e0 = warp * EW;
+  // Incoming state of the segment: Apre * P_r + X_seg (this warp's columns).
+  float S[MS][NS][4];
   {
     const index_t sidx = index_t(seg) * p.B * p.H + bh;
     const float a = p.seg_Apre[sidx];
     const float* X = p.seg_S + sidx * D * E;
     const float* P = p.rank_state + bh * D * E;
     #pragma unroll
-    for (int i = 0; i < MT; ++i)
+    for (int i = 0; i < MS; ++i)
       #pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const int r = warp * (D / 4) + 16 * i + gid, c = 8 * j + 2 * t4;
+      for (int j = 0; j < NS; ++j) {
+        const int r = 16 * i + gid, c = e0 + 8 * j + 2 * t4;
         const float2 x0 = *reinterpret_cast<const float2*>(X + r * E + c), p0 = *reinterpret_cast<const float2*>(P + r * E + c);
         const float2 x1 = *reinterpret_cast<const float2*>(X + (r + 8) * E + c), p1 = *reinterpret_cast<const float2*>(P + (r + 8) * E + c);
         S[i][j][0] = a * p0.x + x0.x; S[i][j][1] = a * p0.y + x0.y;
         S[i][j][2] = a * p1.x + x1.x; S[i][j][3] = a * p1.y + x1.y;
       }
   }
-  const int m0 = warp * 16;  // this warp's chunk rows
-  for (index_t n0 = n_begin; n0 < n_end; n0 += C) {
+  const int m0 = warp * 16;  // this warp's rows of the scores
+  auto issue = [&](index_t n0, int buf) {
     const int len = int(imin(index_t(C), n_end - n0));
-    load_tile_async<C, D, kThreads>(sm.q, p.q.at(b, n0, h), p.q.stride_n, len, tid);
-    load_tile_async<C, D, kThreads>(sm.k, p.k.at(b, n0, h), p.k.stride_n, len, tid);
-    load_tile_async<C, E, kThreads>(sm.v, p.v.at(b, n0, h), p.v.stride_n, len, tid);
+    load_tile_async<C, D, kThreads>(sm.q[buf], p.q.at(b, n0, h), p.q.stride_n, len, tid);
+    load_tile_async<C, D, kThreads>(sm.k[buf], p.k.at(b, n0, h), p.k.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.v[buf], p.v.at(b, n0, h), p.v.stride_n, len, tid);
     cp_async_commit();
-    store_acc<MT, NT, E>(sm.s, S, warp * (D / 4), 0, lane, NoScale{});
-    if (warp == 0) chunk_log_decay<C>(sm.g, p.decay, b, n0, h, len, lane, p.status, false);
-    cp_async_wait<0>();
+    if (warp == 0) chunk_log_decay<C>(sm.g[buf], p.decay, b, n0, h, len, lane, p.status, false);
+  };
+  if (n_begin < n_end) issue(n_begin, 0);
+  int buf = 0;
+  for (index_t n0 = n_begin; n0 < n_end; n0 += C, buf ^= 1) {
+    const int len = int(imin(index_t(C), n_end - n0));
+    if (n0 + C < n_end) {
+      issue(n0 + C, buf ^ 1);  // the other buffer was released by the barrier ending the last chunk
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
+    const T* sq = sm.q[buf];
+    const T* sk = sm.k[buf];
+    const T* sv = sm.v[buf];
+    const float* g = sm.g[buf];
     // Intra-chunk scores of this warp's rows, masked by M_ij = exp(g_i - g_j) (j <= i), times scale.
     {
       float A[1][C / 8][4];
       zero_acc(A);
-      warp_mma<1, C / 8, D, false, false, D, D>(A, sm.q, m0, sm.k, 0, lane);
+      warp_mma<1, C / 8, D, false, false, D, D>(A, sq, m0, sk, 0, lane);
       const int r0 = m0 + gid, r1 = r0 + 8;
-      const float g0 = sm.g[r0], g1 = sm.g[r1];
+      const float g0 = g[r0], g1 = g[r1];
       #pragma unroll
       for (int j = 0; j < C / 8; ++j) {
         const int c = 8 * j + 2 * t4;
-        const float gc0 = sm.g[c], gc1 = sm.g[c + 1];
+        const float gc0 = g[c], gc1 = g[c + 1];
         const float w00 = c <= r0 ? p.scale * __expf(g0 - gc0) : 0.f, w01 = c + 1 <= r0 ? p.scale * __expf(g0 - gc1) : 0.f;
         const float w10 = c <= r1 ? p.scale * __expf(g1 - gc0) : 0.f, w11 = c + 1 <= r1 ? p.scale * __expf(g1 - gc1) : 0.f;
         *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r0, c)) = MmaOp<T>::pack(A[0][j][0] * w00, A[0][j][1] * w01);
         *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r1, c)) = MmaOp<T>::pack(A[0][j][2] * w10, A[0][j][3] * w11);
       }
     }
-    __syncwarp();
+    __syncthreads();
     {
-      float O[1][NT][4];
+      float O[MO][NS][4];
       zero_acc(O);
-      warp_mma<1, NT, D, false, true, D, E>(O, sm.q, m0, sm.s, 0, lane);  // Q S_prev
-      const float f0 = p.scale * __expf(sm.g[m0 + gid]), f1 = p.scale * __expf(sm.g[m0 + gid + 8]);
+      warp_mma_breg<MO, NS, MS, D>(O, sq, S, lane);  // Q S_prev, the state straight from registers
       #pragma unroll
-      for (int j = 0; j < NT; ++j) { O[0][j][0] *= f0; O[0][j][1] *= f0; O[0][j][2] *= f1; O[0][j][3] *= f1; }
-      warp_mma<1, NT, C, false, true, C, E>(O, sm.p, m0, sm.v, 0, lane);  // + P V
-      store_acc_global<NT>(p.o.at(b, n0, h), p.o.stride_n, O, m0, lane, len);
+      for (int i = 0; i < MO; ++i) {
+        const float f0 = p.scale * __expf(g[16 * i + gid]), f1 = p.scale * __expf(g[16 * i + gid + 8]);
+        #pragma unroll
+        for (int j = 0; j < NS; ++j) { O[i][j][0] *= f0; O[i][j][1] *= f0; O[i][j][2] *= f1; O[i][j][3] *= f1; }
+      }
+      warp_mma<MO, NS, C, false, true, C, E>(O, sm.p, 0, sv, e0, lane);  // + P V
+      T* o = p.o.at(b, n0, h) + e0;
+      #pragma unroll
+      for (int i = 0; i < MO; ++i) {
+        const int r0 = 16 * i + gid, r1 = r0 + 8;
+        #pragma unroll
+        for (int j = 0; j < NS; ++j) {
+          const int c = 8 * j + 2 * t4;
+          if (r0 < len) *reinterpret_cast<std::uint32_t*>(o + index_t(r0) * p.o.stride_n + c) = MmaOp<T>::pack(O[i][j][0], O[i][j][1]);
+          if (r1 < len) *reinterpret_cast<std::uint32_t*>(o + index_t(r1) * p.o.stride_n + c) = MmaOp<T>::pack(O[i][j][2], O[i][j][3]);
+        }
+      }
     }
-    __syncthreads();
-    // S <- exp(G) S + (diag(exp(G - g)) K)^T V
-    scale_rows_to_end<C, D>(sm.k, sm.g, tid);
-    __syncthreads();
-    const float eG = __expf(sm.g[C - 1]);
+    // S <- exp(G) S + (diag(exp(G - g)) K)^T V  (own columns; weights applied in registers)
+    const float G = g[C - 1], eG = __expf(G);
     #pragma unroll
-    for (int i = 0; i < MT; ++i)
+    for (int i = 0; i < MS; ++i)
       #pragma unroll
-      for (int j = 0; j < NT; ++j)
+      for (int j = 0; j < NS; ++j)
         #pragma unroll
         for (int e = 0; e < 4; ++e) S[i][j][e] *= eG;
-    warp_mma<MT, NT, C, true, true, D, E>(S, sm.k, warp * (D / 4), sm.v, 0, lane);
+    warp_mma<MS, NS, C, true, true, D, E>(S, sk, 0, sv, e0, lane, ToEndScale{g, G});
     __syncthreads();
   }
 }

@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cstdint>
+#include <type_traits>
 #include "../config.hpp"
 
 namespace lasp::kernel {
@@ -80,6 +81,7 @@ template <> struct MmaOp<__nv_bfloat16> {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<std::uint32_t*>(&v);
   }
+  LASP_DEVICE static float2 unpack(std::uint32_t x) { return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&x)); }
 };
 template <> struct MmaOp<__half> {
   LASP_DEVICE static void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
@@ -93,17 +95,22 @@ template <> struct MmaOp<__half> {
     __half2 v = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<std::uint32_t*>(&v);
   }
+  LASP_DEVICE static float2 unpack(std::uint32_t x) { return __half22float2(*reinterpret_cast<__half2*>(&x)); }
 };
+
+/// No per-k scaling of the A operand.
+struct NoKScale {};
 
 /// acc[MT][NT] (+)= A[m0 : m0+16 MT, 0:K] * B[0:K, n0 : n0+8 NT] for one warp.
 ///   A_KM = false: A stored row-major [M][K] (tile of KA columns); true: stored [K][M] (tile of KA columns = M extent).
 ///   B_KN = false: B stored [N][K]; true: stored [K][N].
 /// Accumulator layout is mma's C layout: acc[i][j][0..1] = (row m0+16i+gid, cols n0+8j+2t4+{0,1}),
 /// acc[i][j][2..3] = row +8. (gid = lane/4, t4 = lane%4.)
-template <int MT, int NT, int K, bool A_KM, bool B_KN, int ColsA, int ColsB, class Op>
-LASP_DEVICE void warp_mma(float (&acc)[MT][NT][4], const Op* sA, int m0, const Op* sB, int n0, int lane) {
+template <int MT, int NT, int K, bool A_KM, bool B_KN, int ColsA, int ColsB, class Op, class KScale = NoKScale>
+LASP_DEVICE void warp_mma(float (&acc)[MT][NT][4], const Op* sA, int m0, const Op* sB, int n0, int lane,
+                          KScale kscale = {}) {
   static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time.");
-  const int i8 = lane & 7, mat = lane >> 3;
+  const int i8 = lane & 7, mat = lane >> 3, t4 = lane & 3;
   #pragma unroll
   for (int k0 = 0; k0 < K; k0 += 16) {
     std::uint32_t a[MT][4];
@@ -113,6 +120,19 @@ LASP_DEVICE void warp_mma(float (&acc)[MT][NT][4], const Op* sA, int m0, const O
         ldmatrix_x4(a[i], sA + Swz<ColsA>::off(m0 + 16 * i + (lane & 15), k0 + (lane >> 4) * 8));
       } else {
         ldmatrix_x4_trans(a[i], sA + Swz<ColsA>::off(k0 + i8 + (mat >> 1) * 8, m0 + 16 * i + (mat & 1) * 8));
+      }
+    }
+    if constexpr (!std::is_same_v<KScale, NoKScale>) {
+      // A <- A diag(w): registers 0,1 hold k = k0 + 2 t4 + {0,1}, registers 2,3 hold k + 8.
+      const float w0 = kscale(k0 + 2 * t4), w1 = kscale(k0 + 2 * t4 + 1);
+      const float w2 = kscale(k0 + 8 + 2 * t4), w3 = kscale(k0 + 9 + 2 * t4);
+      #pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        float2 x;
+        x = MmaOp<Op>::unpack(a[i][0]); a[i][0] = MmaOp<Op>::pack(x.x * w0, x.y * w1);
+        x = MmaOp<Op>::unpack(a[i][1]); a[i][1] = MmaOp<Op>::pack(x.x * w0, x.y * w1);
+        x = MmaOp<Op>::unpack(a[i][2]); a[i][2] = MmaOp<Op>::pack(x.x * w2, x.y * w3);
+        x = MmaOp<Op>::unpack(a[i][3]); a[i][3] = MmaOp<Op>::pack(x.x * w2, x.y * w3);
       }
     }
     #pragma unroll
@@ -128,6 +148,47 @@ LASP_DEVICE void warp_mma(float (&acc)[MT][NT][4], const Op* sA, int m0, const O
         MmaOp<Op>::mma(acc[i][j], a[i], b[0], b[1]);
         MmaOp<Op>::mma(acc[i][j + 1], a[i], b[2], b[3]);
       }
+    }
+  }
+}
+
+/// Per-k weight exp(G - g_k) (rows of K scaled to the chunk end), read from shared memory.
+struct ToEndScale {
+  const float* g;
+  float G;
+  LASP_DEVICE float operator()(int k) const { return __expf(G - g[k]); }
+};
+/// Per-k weight f * exp(g_k) (rows of Q scaled from the chunk start).
+struct FromStartScale {
+  const float* g;
+  float f;
+  LASP_DEVICE float operator()(int k) const { return f * __expf(g[k]); }
+};
+
+/// Transpose an 8x8 matrix of 16-bit pairs held in mma fragment layout (movmatrix, sm_75+).
+LASP_DEVICE std::uint32_t movmatrix_trans(std::uint32_t x) {
+  std::uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
+/// acc[MT][NT] += A[0 : 16 MT, 0 : 16 KT] * S where the B operand S (16 KT x 8 NT) is this warp's
+/// own fp32 accumulator tiles (C layout, rows = k): each 8x8 half is packed to 16 bits and
+/// transposed in registers with movmatrix into the B fragment, so the state never visits shared
+/// memory. A is read from a swizzled row-major tile.
+template <int MT, int NT, int KT, int ColsA, class Op>
+LASP_DEVICE void warp_mma_breg(float (&acc)[MT][NT][4], const Op* sA, const float (&S)[KT][NT][4], int lane) {
+  #pragma unroll
+  for (int kt = 0; kt < KT; ++kt) {
+    std::uint32_t a[MT][4];
+    #pragma unroll
+    for (int i = 0; i < MT; ++i) ldmatrix_x4(a[i], sA + Swz<ColsA>::off(16 * i + (lane & 15), 16 * kt + (lane >> 4) * 8));
+    #pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const std::uint32_t b0 = movmatrix_trans(MmaOp<Op>::pack(S[kt][j][0], S[kt][j][1]));
+      const std::uint32_t b1 = movmatrix_trans(MmaOp<Op>::pack(S[kt][j][2], S[kt][j][3]));
+      #pragma unroll
+      for (int i = 0; i < MT; ++i) MmaOp<Op>::mma(acc[i][j], a[i], b0, b1);
     }
   }
 }

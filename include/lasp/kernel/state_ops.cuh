@@ -23,24 +23,37 @@ __global__ void combine_states(float* out, const float* A, const float* P, const
 /// (Y_i, Apost[i] = prod_{j>i} A_j; rank (A_r, M_r)).
 /// Grid: (B*H, ceil(D*E / blockDim)).
 template <bool Reverse>
-__global__ void fold_segments(float* seg_S, const float* seg_A, float* seg_Apre, int nseg, index_t bh_count,
-                              index_t de, float* rank_A, float* rank_L) {
+__global__ void fold_segments(float* __restrict__ seg_S, const float* __restrict__ seg_A, float* __restrict__ seg_Apre,
+                              int nseg, index_t bh_count, index_t de, float* __restrict__ rank_A,
+                              float* __restrict__ rank_L) {
   const index_t bh = blockIdx.x;
   const index_t e = blockIdx.y * index_t(blockDim.x) + threadIdx.x;
   const bool lead = blockIdx.y == 0 && threadIdx.x == 0;
   float x = 0.f, a = 1.f;
-  for (int k = 0; k < nseg; ++k) {
-    const int i = Reverse ? nseg - 1 - k : k;
-    const index_t idx = index_t(i) * bh_count + bh;
-    const float Ai = seg_A[idx];
-    if (e < de) {
-      float* s = seg_S + idx * de + e;
-      const float Li = *s;
-      *s = x;
-      x = Ai * x + Li;
+  // The fold is a serial recurrence per element; load a batch of 8 segments' values up front so
+  // the loads are in flight together instead of one latency per segment.
+  constexpr int kBatch = 8;
+  for (int k0 = 0; k0 < nseg; k0 += kBatch) {
+    float Lb[kBatch], Ab[kBatch];
+    #pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int k = k0 + u;
+      const int i = Reverse ? nseg - 1 - k : k;
+      const index_t idx = index_t(i) * bh_count + bh;
+      Ab[u] = k < nseg ? seg_A[idx] : 1.f;
+      Lb[u] = k < nseg && e < de ? seg_S[idx * de + e] : 0.f;
     }
-    if (lead) seg_Apre[idx] = a;
-    a *= Ai;
+    #pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int k = k0 + u;
+      if (k >= nseg) break;
+      const int i = Reverse ? nseg - 1 - k : k;
+      const index_t idx = index_t(i) * bh_count + bh;
+      if (e < de) seg_S[idx * de + e] = x;
+      if (lead) seg_Apre[idx] = a;
+      x = Ab[u] * x + Lb[u];
+      a *= Ab[u];
+    }
   }
   if (e < de && rank_L) rank_L[bh * de + e] = x;
   if (lead && rank_A) rank_A[bh] = a;

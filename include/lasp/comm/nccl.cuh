@@ -1,0 +1,199 @@
+#pragma once
+// The NCCL communicator of an SP group, and the SP x DP split of a world communicator.
+// This is the only lasp file that includes <nccl.h> (link lasp::nccl to use it).
+//
+//   // One rank per GPU; sp_comm is the user's ncclComm_t of this rank's SP group.
+//   lasp::comm::Nccl comm;
+//   if (lasp::comm::Nccl::make(sp_comm, &comm) != lasp::Status::kSuccess) ...;
+//   using P = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain>;
+//   lasp::Status st = lasp::forward<P>(fwd_args, comm, workspace, stream);   // stream on this GPU
+//
+// The communicator is borrowed: lasp never destroys, finalises or aborts it. Every call first
+// polls ncclCommGetAsyncError and returns Status::kCommError if NCCL reported an asynchronous
+// failure (or a call fails); the caller then decides whether to ncclCommAbort.
+// Not supported: communicators whose device is not the current device at call time (NCCL
+// enqueues on `stream`, which must belong to the communicator's GPU).
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include <cstddef>
+#include <thread>
+#include "../config.hpp"
+#include "concept.hpp"
+#include "groups.hpp"
+
+#if !defined(NCCL_VERSION_CODE) || NCCL_VERSION_CODE < NCCL_VERSION(2, 18, 0)
+#error "lasp/comm/nccl.cuh needs NCCL >= 2.18 (ncclCommSplit, grouped point-to-point)"
+#endif
+
+namespace lasp::comm {
+
+namespace detail {
+/// Waits while a non-blocking communicator reports ncclInProgress; then its final state.
+inline ncclResult_t nccl_settle(ncclComm_t comm, ncclResult_t r) {
+  while (r == ncclInProgress) {
+    std::this_thread::yield();
+    if (ncclCommGetAsyncError(comm, &r) != ncclSuccess) return ncclInternalError;
+  }
+  return r;
+}
+inline Status nccl_status(ncclResult_t r) { return r == ncclSuccess ? Status::kSuccess : Status::kCommError; }
+}  // namespace detail
+
+/// lasp's communicator over a user's NCCL communicator of one SP group (models the concept of
+/// comm/concept.hpp: device memory, cudaStream_t). A cheap, copyable handle around a borrowed
+/// ncclComm_t; rank and size are read once, at construction.
+///
+/// send/recv/sendrecv are each one ncclGroupStart/End group, so they can never deadlock on a
+/// half-issued pairing; a send is matched by the peer's recv of the same count. Buffers are
+/// fp32 device memory on the communicator's GPU; operations are stream-ordered and return
+/// before they complete (NCCL semantics).
+class Nccl {
+ public:
+  using stream_type = cudaStream_t;
+  static constexpr bool kDeviceMemory = true;
+
+  /// An empty handle: size() == 0, every operation returns kCommError.
+  Nccl() = default;
+  /// Wraps `comm`; check status() (kCommError if NCCL refused to describe the communicator,
+  /// kNullPointer for a null comm).
+  explicit Nccl(ncclComm_t comm) { status_ = init(comm); }
+
+  /// Wraps `comm` into *out. kSuccess, kNullPointer, or kCommError (rank/size/device queries
+  /// failed or the communicator already carries an asynchronous error). *out untouched on failure.
+  [[nodiscard]] static Status make(ncclComm_t comm, Nccl* out) {
+    if (!out) return Status::kNullPointer;
+    Nccl c(comm);
+    if (c.status_ != Status::kSuccess) return c.status_;
+    *out = c;
+    return Status::kSuccess;
+  }
+
+  [[nodiscard]] Status status() const { return status_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  /// The CUDA device of the communicator (streams passed in must belong to it).
+  int device() const { return device_; }
+  ncclComm_t handle() const { return comm_; }
+
+  /// kSuccess unless the communicator is unusable or NCCL reports an asynchronous error.
+  [[nodiscard]] Status check() const {
+    if (status_ != Status::kSuccess) return status_;
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) return Status::kCommError;
+    // A non-blocking communicator still enqueueing earlier work is not an error.
+    return async == ncclSuccess || async == ncclInProgress ? Status::kSuccess : Status::kCommError;
+  }
+
+  /// Sends `count` floats to SP rank `peer` (grouped on its own).
+  [[nodiscard]] Status send(const float* buf, std::size_t count, int peer, cudaStream_t stream) {
+    LASP_RETURN_IF_ERROR(check_peer(peer));
+    return grouped([&] { return ncclSend(buf, count, ncclFloat, peer, comm_, stream); });
+  }
+  /// Receives `count` floats from SP rank `peer` (grouped on its own).
+  [[nodiscard]] Status recv(float* buf, std::size_t count, int peer, cudaStream_t stream) {
+    LASP_RETURN_IF_ERROR(check_peer(peer));
+    return grouped([&] { return ncclRecv(buf, count, ncclFloat, peer, comm_, stream); });
+  }
+  /// Sends `count` floats to `dst` and receives `count` from `src` in one group (a ring hop:
+  /// every rank may call it at once without deadlock). dst or src may be -1 to skip that half.
+  [[nodiscard]] Status sendrecv(const float* sbuf, int dst, float* rbuf, int src, std::size_t count,
+                                cudaStream_t stream) {
+    if (dst >= 0) LASP_RETURN_IF_ERROR(check_peer(dst));
+    if (src >= 0) LASP_RETURN_IF_ERROR(check_peer(src));
+    if (dst < 0 && src < 0) return check();
+    return grouped([&] {
+      ncclResult_t r = ncclSuccess;
+      if (dst >= 0) r = ncclSend(sbuf, count, ncclFloat, dst, comm_, stream);
+      if (r == ncclSuccess && src >= 0) r = ncclRecv(rbuf, count, ncclFloat, src, comm_, stream);
+      return r;
+    });
+  }
+  /// recv[j*count .. (j+1)*count) = rank j's send[0 .. count). In place when
+  /// send == recv + rank()*count.
+  [[nodiscard]] Status all_gather(const float* send, float* recv, std::size_t count, cudaStream_t stream) {
+    LASP_RETURN_IF_ERROR(check());
+    return detail::nccl_status(
+        detail::nccl_settle(comm_, ncclAllGather(send, recv, count, ncclFloat, comm_, stream)));
+  }
+
+ private:
+  Status init(ncclComm_t comm) {
+    if (!comm) return Status::kNullPointer;
+    int rank = -1, size = 0, dev = -1;
+    if (ncclCommUserRank(comm, &rank) != ncclSuccess || ncclCommCount(comm, &size) != ncclSuccess ||
+        ncclCommCuDevice(comm, &dev) != ncclSuccess)
+      return Status::kCommError;
+    if (size < 1 || rank < 0 || rank >= size) return Status::kCommError;
+    comm_ = comm;
+    rank_ = rank;
+    size_ = size;
+    device_ = dev;
+    return check();
+  }
+  Status check_peer(int peer) const {
+    LASP_RETURN_IF_ERROR(check());
+    return peer < 0 || peer >= size_ || peer == rank_ ? Status::kCommError : Status::kSuccess;
+  }
+  /// Runs `issue` (one or more NCCL point-to-point calls) inside ncclGroupStart/End.
+  template <class Issue>
+  Status grouped(Issue&& issue) {
+    if (ncclGroupStart() != ncclSuccess) return Status::kCommError;
+    const ncclResult_t r = issue();
+    const ncclResult_t e = ncclGroupEnd();  // always close the group, even after a failed call
+    if (r != ncclSuccess && r != ncclInProgress) return Status::kCommError;
+    return detail::nccl_status(detail::nccl_settle(comm_, e));
+  }
+
+  ncclComm_t comm_ = nullptr;
+  int rank_ = 0, size_ = 0, device_ = -1;
+  Status status_ = Status::kCommError;
+};
+
+/// Splits a world communicator into SP groups of `sp` contiguous ranks and DP groups of strided
+/// ranks (math.md section 5; the rank arithmetic of comm/groups.hpp): with W = 8, sp = 4 the SP
+/// communicators hold world ranks (0,1,2,3), (4,5,6,7) and the DP ones (0,4), (1,5), (2,6), (3,7);
+/// a rank's position in each is its sp_rank / dp_rank.
+///
+/// Collective over `world` (ncclCommSplit): every world rank calls it, in the same order
+/// relative to its other NCCL calls, with the same `sp` (one thread per GPU, or one thread
+/// inside ncclGroupStart/End). The new communicators are OWNED BY THE CALLER: release them
+/// with ncclCommDestroy (lasp's Nccl never does). They inherit `world`'s configuration.
+///
+///   ncclComm_t sp_comm, dp_comm;
+///   if (lasp::comm::split_sp_dp(world, 4, &sp_comm, &dp_comm) != lasp::Status::kSuccess) ...;
+///   lasp::comm::Nccl comm(sp_comm);   // the SP group for lasp::forward/backward
+///   ...                               // gradients of parameters: reduce over `world`
+///   ncclCommDestroy(dp_comm); ncclCommDestroy(sp_comm);
+///
+/// Returns kInvalidShape if the world size is not a multiple of sp, kNullPointer for null
+/// arguments, kCommError if NCCL fails (then *sp_comm and *dp_comm are null; a communicator
+/// created before the failure is aborted: local, never blocks on peers).
+[[nodiscard]] inline Status split_sp_dp(ncclComm_t world, int sp, ncclComm_t* sp_comm, ncclComm_t* dp_comm) {
+  if (!world || !sp_comm || !dp_comm) return Status::kNullPointer;
+  *sp_comm = nullptr;
+  *dp_comm = nullptr;
+  int w = -1, W = 0;
+  if (ncclCommUserRank(world, &w) != ncclSuccess || ncclCommCount(world, &W) != ncclSuccess)
+    return Status::kCommError;
+  LASP_RETURN_IF_ERROR(check_groups(w, W, sp));
+  // A non-blocking world gives non-blocking children that report ncclInProgress: poll the child.
+  auto split = [&](int color, int key, ncclComm_t* out) {
+    const ncclResult_t r = ncclCommSplit(world, color, key, out, nullptr);
+    return r == ncclInProgress && *out ? detail::nccl_settle(*out, r) : r;
+  };
+  ncclComm_t spc = nullptr, dpc = nullptr;
+  if (split(sp_color(w, sp), sp_rank(w, sp), &spc) != ncclSuccess) {
+    if (spc) ncclCommAbort(spc);
+    return Status::kCommError;
+  }
+  if (split(dp_color(w, sp), dp_rank(w, sp), &dpc) != ncclSuccess) {
+    if (dpc) ncclCommAbort(dpc);
+    ncclCommAbort(spc);
+    return Status::kCommError;
+  }
+  *sp_comm = spc;
+  *dp_comm = dpc;
+  return Status::kSuccess;
+}
+
+}  // namespace lasp::comm
