@@ -43,6 +43,34 @@ inline Extent workspace_extent(const Workspace& w) {
   return w.ptr ? Extent{base, base + w.bytes} : Extent{};
 }
 
+/// Two views with the same strides whose rows interleave without sharing an element, like dq, dk
+/// and dv written into one fused [B,N,H,3,D] buffer. With s = the smallest stride of a dimension
+/// of size > 1 (all others its multiples) every row starts at a multiple of s, so the rows of a
+/// and b meet only if some x in [0, Xa), y in [0, Xb) have x - y = delta (mod s), delta = b - a.
+template <class A, class B>
+bool interleaved_disjoint(const Tensor<A>& a, index_t Xa, const Tensor<B>& b, index_t Xb, const Shape& s) {
+  if (sizeof(A) != sizeof(B) || a.stride_b != b.stride_b || a.stride_n != b.stride_n || a.stride_h != b.stride_h)
+    return false;
+  index_t step = 0;
+  const std::pair<index_t, index_t> dims[3] = {{s.B, a.stride_b}, {s.N, a.stride_n}, {s.H, a.stride_h}};
+  for (auto d : dims)
+    if (d.first > 1 && d.second > 0 && (step == 0 || d.second < step)) step = d.second;
+  if (step == 0) return false;  // single rows: the byte ranges decide
+  for (auto d : dims)
+    if (d.first > 1 && d.second % step != 0) return false;
+  const auto pa = reinterpret_cast<std::intptr_t>(a.ptr), pb = reinterpret_cast<std::intptr_t>(b.ptr);
+  if ((pb - pa) % std::intptr_t(sizeof(A)) != 0) return false;
+  index_t delta = index_t((pb - pa) / std::intptr_t(sizeof(A)));
+  index_t r = delta % step;
+  if (r < 0) r += step;
+  return Xa <= r && r <= step - Xb;
+}
+
+template <class A, class B>
+bool tensors_overlap(const Tensor<A>& a, index_t Xa, const Tensor<B>& b, index_t Xb, const Shape& s) {
+  return overlaps(extent(a, s, Xa), extent(b, s, Xb)) && !interleaved_disjoint(a, Xa, b, Xb, s);
+}
+
 /// Strides must be >= 0 and, for outputs, no two (b,n,h) rows may share an element.
 inline bool rows_disjoint(index_t X, std::initializer_list<std::pair<index_t, index_t>> size_stride) {
   std::pair<index_t, index_t> dims[3];
@@ -122,13 +150,20 @@ Status check_forward(const ForwardArgs<T, Decay>& a, int comm_size, int comm_ran
   LASP_RETURN_IF_ERROR(check_decay_host<Decay>(a.decay, s));
   // Outputs (o, final_state on the last rank, workspace) must not overlap inputs or each other.
   const bool last = comm_rank == comm_size - 1, first = comm_rank == 0;
+  if (tensors_overlap(a.o, s.E, a.q, s.D, s) || tensors_overlap(a.o, s.E, a.k, s.D, s) ||
+      tensors_overlap(a.o, s.E, a.v, s.E, s))
+    return Status::kOverlap;
+  // Tensor-tensor pairs are checked above (interleaved rows allowed); the rest by byte ranges.
   Extent outs[] = {extent(a.o, s, s.E), last ? state_extent(a.final_state, s) : Extent{}, workspace_extent(ws)};
-  Extent ins[] = {extent(a.q, s, s.D), extent(a.k, s, s.D), extent(a.v, s, s.E),
-                  first ? state_extent(a.initial_state, s) : Extent{}, Extent{}};
+  Extent ins[] = {Extent{}, Extent{}, Extent{}, first ? state_extent(a.initial_state, s) : Extent{}, Extent{}};
   if constexpr (Decay::kPerToken) ins[4] = gate_extent(a.decay.g, s);
+  const Extent tens_in[] = {extent(a.q, s, s.D), extent(a.k, s, s.D), extent(a.v, s, s.E)};
   for (int i = 0; i < 3; ++i) {
     for (const Extent& in : ins)
       if (overlaps(outs[i], in)) return Status::kOverlap;
+    if (i > 0)
+      for (const Extent& in : tens_in)
+        if (overlaps(outs[i], in)) return Status::kOverlap;
     for (int j = i + 1; j < 3; ++j)
       if (overlaps(outs[i], outs[j])) return Status::kOverlap;
   }
@@ -157,19 +192,38 @@ Status check_backward(const BackwardArgs<T, Decay>& a, int comm_size, int comm_r
   if (!std::isfinite(a.scale)) return Status::kInvalidShape;
   LASP_RETURN_IF_ERROR(check_decay_host<Decay>(a.decay, s));
   const bool last = comm_rank == comm_size - 1, first = comm_rank == 0;
-  Extent outs[] = {extent(a.dq, s, s.D), extent(a.dk, s, s.D), extent(a.dv, s, s.E),
-                   first ? state_extent(a.d_initial_state, s) : Extent{}, Extent{}, workspace_extent(ws)};
-  Extent ins[] = {extent(a.q, s, s.D), extent(a.k, s, s.D), extent(a.v, s, s.E), extent(a.dout, s, s.E),
-                  last ? state_extent(a.d_final_state, s) : Extent{}, Extent{}};
-  if constexpr (Decay::kHasGradient) outs[4] = gate_extent(a.dg, s);
-  if constexpr (Decay::kPerToken) ins[5] = gate_extent(a.decay.g, s);
-  constexpr int kOuts = 6;
-  for (int i = 0; i < kOuts; ++i) {
-    for (const Extent& in : ins)
-      if (overlaps(outs[i], in)) return Status::kOverlap;
-    for (int j = i + 1; j < kOuts; ++j)
-      if (overlaps(outs[i], outs[j])) return Status::kOverlap;
+  // Output tensors against each other and against the input tensors: interleaved rows (a fused
+  // dq/dk/dv buffer) are fine. Everything else by byte ranges.
+  const Tensor<const T> ot[] = {a.dq, a.dk, a.dv};
+  const index_t ox[] = {s.D, s.D, s.E};
+  const Tensor<const T> it[] = {a.q, a.k, a.v, a.dout};
+  const index_t ix[] = {s.D, s.D, s.E, s.E};
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 4; ++j)
+      if (tensors_overlap(ot[i], ox[i], it[j], ix[j], s)) return Status::kOverlap;
+    for (int j = i + 1; j < 3; ++j)
+      if (tensors_overlap(ot[i], ox[i], ot[j], ox[j], s)) return Status::kOverlap;
   }
+  Extent tens_out[] = {extent(a.dq, s, s.D), extent(a.dk, s, s.D), extent(a.dv, s, s.E)};
+  Extent tens_in[] = {extent(a.q, s, s.D), extent(a.k, s, s.D), extent(a.v, s, s.E), extent(a.dout, s, s.E)};
+  Extent outs[] = {first ? state_extent(a.d_initial_state, s) : Extent{}, Extent{}, workspace_extent(ws)};
+  Extent ins[] = {last ? state_extent(a.d_final_state, s) : Extent{}, Extent{}};
+  if constexpr (Decay::kHasGradient) outs[1] = gate_extent(a.dg, s);
+  if constexpr (Decay::kPerToken) ins[1] = gate_extent(a.decay.g, s);
+  for (const Extent& o : outs) {
+    for (const Extent& in : ins)
+      if (overlaps(o, in)) return Status::kOverlap;
+    for (const Extent& in : tens_in)
+      if (overlaps(o, in)) return Status::kOverlap;
+    for (const Extent& t : tens_out)
+      if (overlaps(o, t)) return Status::kOverlap;
+  }
+  for (const Extent& t : tens_out)
+    for (const Extent& in : ins)
+      if (overlaps(t, in)) return Status::kOverlap;
+  for (int i = 0; i < 3; ++i)
+    for (int j = i + 1; j < 3; ++j)
+      if (overlaps(outs[i], outs[j])) return Status::kOverlap;
   return Status::kSuccess;
 }
 

@@ -106,6 +106,10 @@ struct Backend {
 
   using Ctx = sched::Ctx<host_stream>;
 
+  static Status unmark_forwarded(Ctx& c) {
+    c.lay.header[0] = 0;
+    return Status::kSuccess;
+  }
   static Status mark_forwarded(const Shape& s, Ctx& c) {
     c.lay.header[0] = detail::kForwardTag;
     c.lay.header[1] = detail::shape_tag(s);
@@ -226,6 +230,12 @@ struct Backend {
             for (index_t e = 0; e < E; ++e) Mb[d * E + e] += w * qr[std::size_t(d)] * dr[std::size_t(e)];
         }
       }
+    return Status::kSuccess;
+  }
+
+  /// Nothing to overlap on the host: backward_outputs does all the rank-local work.
+  template <class Policy, class T>
+  static Status backward_local(const BackwardArgs<T, typename Policy::Decay>&, const float*, Ctx&) {
     return Status::kSuccess;
   }
 

@@ -11,15 +11,30 @@
 //   rank_summary    (fwd args, AL, Ctx)         -> A_r, L_r of this rank from a zero state
 //   forward_outputs (fwd args, P, Ctx)          -> O with incoming state P
 //   backward_summary(bwd args, P, M, Ctx)       -> M_r = scale sum_t exp(c_t - c_start) q_t do_t^T
-//   backward_outputs(bwd args, P, G, S_final_or_null, dc_total, Ctx) -> dq, dk, dv (+ local dg, dc_total)
+//   backward_local  (bwd args, P, Ctx)          -> work that needs P_r but not G_r (the CUDA backend's
+//                                                 dq); runs while the reverse scan is in flight
+//   backward_outputs(bwd args, P, G, S_final_or_null, dc_total, Ctx) -> the rest of dq, dk, dv, dg
 //   add_dg_suffix   (bwd args, suffix, Ctx)     -> dg[b,:,h] += suffix[b,h]   (gates only)
-//   mark_forwarded / check_forwarded (header, shape, Ctx)
+//   unmark_forwarded / mark_forwarded / check_forwarded (Ctx): pairing of forward and backward
 #include "../args.hpp"
 #include "../detail/validate.hpp"
 #include "../workspace.hpp"
+#include <type_traits>
+#include <utility>
 #include "scan.hpp"
 
 namespace lasp::sched {
+
+/// Communicators may offer a side stream for their traffic: `Status fork(stream, stream*)` gives
+/// a stream ordered after the work queued on `stream` so far; `Status join(stream)` makes `stream`
+/// wait for what was queued on the side stream. Without them the scan runs on the caller's stream.
+template <class C, class = void>
+struct has_side_stream : std::false_type {};
+template <class C>
+struct has_side_stream<C, std::void_t<decltype(std::declval<C&>().fork(std::declval<typename C::stream_type>(),
+                                                                        std::declval<typename C::stream_type*>())),
+                                      decltype(std::declval<C&>().join(std::declval<typename C::stream_type>()))>>
+    : std::true_type {};
 
 /// What a backend call gets besides the arguments: the workspace regions and the stream.
 template <class Stream>
@@ -64,6 +79,9 @@ Status forward(const ForwardArgs<T, typename Policy::Decay>& a, Comm& comm, Work
   Ctx<typename Comm::stream_type> c{layout<Policy, Backend, T>(a.shape, ws.ptr), stream};
   const StateDims d{c.lay.bh, c.lay.de};
   const bool last = comm.rank() == comm.size() - 1;
+  // The reserve is about to be overwritten: a forward that fails midway must not leave the
+  // previous forward's mark on it.
+  LASP_RETURN_IF_ERROR(Backend::unmark_forwarded(c));
   LASP_RETURN_IF_ERROR(Backend::template rank_summary<Policy>(a, c.lay.AL, c));
   LASP_RETURN_IF_ERROR((Scan<typename Policy::Schedule>::template forward<Backend>(
       comm, d, c.lay.AL, c.lay.P, comm.rank() == 0 ? a.initial_state : nullptr, last ? a.final_state : nullptr,
@@ -85,10 +103,15 @@ Status backward(const BackwardArgs<T, typename Policy::Decay>& a, Comm& comm, Wo
   // 1. M_r from the forward's incoming state P_r (kept in the reserve) and this rank's q, do.
   LASP_RETURN_IF_ERROR(Backend::copy(c.lay.M, c.lay.A(), std::size_t(d.bh), stream));
   LASP_RETURN_IF_ERROR(Backend::template backward_summary<Policy>(a, c.lay.P, c.lay.M + d.bh, c));
-  // 2. Reverse scan: G_r = gradient of the state leaving this rank.
+  // 2. Reverse scan: G_r = gradient of the state leaving this rank. On a side stream where the
+  //    communicator has one, so that the rank-local work that needs only P_r overlaps it.
+  typename Comm::stream_type side = stream;
+  if constexpr (has_side_stream<Comm>::value) LASP_RETURN_IF_ERROR(comm.fork(stream, &side));
   LASP_RETURN_IF_ERROR((S::template backward<Backend>(comm, d, c.lay.M, c.lay.G, last ? a.d_final_state : nullptr,
                                                       r == 0 ? a.d_initial_state : nullptr, c.lay.tmp,
-                                                      c.lay.gathered, stream)));
+                                                      c.lay.gathered, side)));
+  LASP_RETURN_IF_ERROR(Backend::template backward_local<Policy>(a, c.lay.P, c));
+  if constexpr (has_side_stream<Comm>::value) LASP_RETURN_IF_ERROR(comm.join(stream));
   // 3. Rank-local gradients. The final-state term of dg needs S_final = A P + L on the last rank.
   const float* s_final = nullptr;
   if constexpr (Policy::Decay::kHasGradient) {

@@ -1,0 +1,125 @@
+#pragma once
+// Runs lasp's host backend over the R ranks of a GlobalProblem: one thread per rank, each with
+// its comm::HostGroup communicator (or comm::HostSingle for R = 1), forward then backward.
+// Plain C++17 + threads, no test framework.
+#include <chrono>
+#include <thread>
+#include <vector>
+#include <lasp/lasp.hpp>
+#include "buffer.hpp"
+#include "problem.hpp"
+
+namespace lasp_test {
+
+struct RunOptions {
+  bool backward = true;
+  bool want_d_initial = true;   // pass d_initial_state (rank 0)
+  /// Give EVERY rank state pointers. Ranks that do not own them get decoys: initial_state and
+  /// d_final_state full of NaN (must not be read), final_state and d_initial_state full of a
+  /// sentinel (must not be written). RunResult::decoys_intact says whether they were respected.
+  bool decoy_states = false;
+};
+
+struct RunResult {
+  std::vector<lasp::Status> fwd, bwd;  // per rank
+  bool decoys_intact = true;
+  double fwd_ms = 0, bwd_ms = 0;       // wall time of the forward / backward phase over all ranks
+  bool ok() const {
+    for (auto s : fwd)
+      if (s != lasp::Status::kSuccess) return false;
+    for (auto s : bwd)
+      if (s != lasp::Status::kSuccess) return false;
+    return true;
+  }
+  /// First non-success status (for messages), or kSuccess.
+  lasp::Status first_error() const {
+    for (auto s : fwd)
+      if (s != lasp::Status::kSuccess) return s;
+    for (auto s : bwd)
+      if (s != lasp::Status::kSuccess) return s;
+    return lasp::Status::kSuccess;
+  }
+};
+
+namespace detail {
+template <class F>
+double run_threads(int R, F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> th;
+  th.reserve(std::size_t(R));
+  for (int r = 0; r < R; ++r) th.emplace_back([&f, r] { f(r); });
+  for (auto& t : th) t.join();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace detail
+
+namespace detail {
+/// The body of run_host / run_host_single; `comm_of(r)` gives rank r's communicator.
+template <class Policy, class Elem, class CommOf>
+RunResult run_ranks(GlobalProblem<Elem>& p, const RunOptions& opt, CommOf&& comm_of) {
+  using Decay = typename Policy::Decay;
+  const int R = p.spec.R;
+  const lasp::Shape shape = p.shape();
+  const std::size_t nst = p.final_buf.size();
+  p.poison_outputs();
+  RunResult res;
+  res.fwd.assign(std::size_t(R), lasp::Status::kInternalError);
+  res.bwd.assign(std::size_t(R), opt.backward ? lasp::Status::kInternalError : lasp::Status::kSuccess);
+
+  AlignedVec<float> decoy_in(nst), decoy_out(nst * std::size_t(R));
+  poison(decoy_in);
+  fill_bytes(decoy_out, kSentinelByte);
+  auto decoy_out_of = [&](int r) { return decoy_out.data() + std::size_t(r) * nst; };
+
+  std::vector<AlignedVec<unsigned char>> ws(static_cast<std::size_t>(R));
+  for (int r = 0; r < R; ++r) {
+    ws[std::size_t(r)].resize(lasp::workspace_size<Policy, Elem>(shape, comm_of(r)));
+    poison(ws[std::size_t(r)]);  // the library must not rely on a zeroed workspace
+  }
+
+  auto fwd = [&](int r) {
+    const bool first = r == 0, last = r == R - 1;
+    lasp::ForwardArgs<Elem, Decay> a{shape, p.view_q(r), p.view_k(r), p.view_v(r), p.view_o(r), p.spec.scale,
+                                     p.template decay_params<Decay>(r)};
+    if (p.spec.initial_state) a.initial_state = first ? p.init.data() : (opt.decoy_states ? decoy_in.data() : nullptr);
+    if (p.spec.final_state) a.final_state = last ? p.final_buf.data() : (opt.decoy_states ? decoy_out_of(r) : nullptr);
+    auto& w = ws[std::size_t(r)];
+    auto comm = comm_of(r);
+    res.fwd[std::size_t(r)] = lasp::forward<Policy>(a, comm, lasp::Workspace{w.data(), w.size()});
+  };
+  auto bwd = [&](int r) {
+    const bool first = r == 0, last = r == R - 1;
+    lasp::BackwardArgs<Elem, Decay> a{shape, p.view_q(r), p.view_k(r), p.view_v(r), p.view_dout(r),
+                                      p.view_dq(r), p.view_dk(r), p.view_dv(r), p.spec.scale,
+                                      p.template decay_params<Decay>(r)};
+    if constexpr (Decay::kHasGradient) a.dg = p.view_dg(r);
+    if (p.spec.final_state) a.d_final_state = last ? p.dfinal.data() : (opt.decoy_states ? decoy_in.data() : nullptr);
+    if (opt.want_d_initial) a.d_initial_state = first ? p.dinit_buf.data() : (opt.decoy_states ? decoy_out_of(r) : nullptr);
+    auto& w = ws[std::size_t(r)];
+    auto comm = comm_of(r);
+    res.bwd[std::size_t(r)] = lasp::backward<Policy>(a, comm, lasp::Workspace{w.data(), w.size()});
+  };
+
+  res.fwd_ms = run_threads(R, fwd);
+  if (opt.backward) res.bwd_ms = run_threads(R, bwd);
+  res.decoys_intact = all_bytes(decoy_out, kSentinelByte);
+  return res;
+}
+}  // namespace detail
+
+/// Forward (and backward) of every rank through lasp::forward/backward with Policy: one thread
+/// per rank with a comm::HostGroup of p.spec.R. Outputs land in p's output buffers, which are
+/// poisoned (NaN) first; workspaces are poisoned too.
+template <class Policy, class Elem>
+RunResult run_host(GlobalProblem<Elem>& p, const RunOptions& opt = {}) {
+  lasp::comm::HostGroup group(p.spec.R);
+  return detail::run_ranks<Policy>(p, opt, [&](int r) { return group.comm(r); });
+}
+
+/// The same with comm::HostSingle (p.spec.R must be 1).
+template <class Policy, class Elem>
+RunResult run_host_single(GlobalProblem<Elem>& p, const RunOptions& opt = {}) {
+  return detail::run_ranks<Policy>(p, opt, [](int) { return lasp::comm::HostSingle{}; });
+}
+
+}  // namespace lasp_test
