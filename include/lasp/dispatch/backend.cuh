@@ -159,6 +159,7 @@ struct Backend {
   }
   // The header lives in device memory: reading it back would synchronise, so forward/backward
   // pairing is the caller's contract on this backend.
+  static Status unmark_forwarded(Ctx&) { return Status::kSuccess; }
   static Status mark_forwarded(const Shape&, Ctx&) { return Status::kSuccess; }
   static Status check_forwarded(const Shape&, Ctx&) { return Status::kSuccess; }
 
@@ -256,14 +257,22 @@ struct Backend {
     };
   };
   template <class Policy, class Op>
-  struct BwdOutputFn {
+  struct BwdDqFn {
     template <int D, int E>
     struct type {
       template <class Params>
       static Status run(const Params& p, const cudaStream_t& s) {
-        using Decay = typename Policy::Decay;
-        LASP_RETURN_IF_ERROR((launch<kernel::bwd_dq<Op, Decay, D, E, 64>>(sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s)));
-        return launch<kernel::bwd_dkdv<Op, Decay, D, E, 64>>(sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s);
+        return launch<kernel::bwd_dq<Op, typename Policy::Decay, D, E, 64>>(sizeof(kernel::DqSmem<Op, D, E, 64>), p, s);
+      }
+    };
+  };
+  template <class Policy, class Op>
+  struct BwdDkDvFn {
+    template <int D, int E>
+    struct type {
+      template <class Params>
+      static Status run(const Params& p, const cudaStream_t& s) {
+        return launch<kernel::bwd_dkdv<Op, typename Policy::Decay, D, E, 64>>(sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s);
       }
     };
   };
@@ -315,6 +324,15 @@ struct Backend {
     return by_dims<BwdSummaryFn<Policy, Op>::template type>(a.shape.D, a.shape.E, p, M, bh, c.stream);
   }
 
+  /// dq needs only P_r and the forward segment states: it runs while the reverse scan is in flight.
+  template <class Policy, class T>
+  static Status backward_local(const BackwardArgs<T, typename Policy::Decay>& a, const float* P, Ctx& c) {
+    const Regions r = regions<Policy>(a.shape, c.lay.backend_reserve, c.lay.backend_scratch);
+    auto p = bwd_params<Policy>(a, c, r);
+    p.rank_state = P;
+    return by_dims<BwdDqFn<Policy, op_t<T>>::template type>(a.shape.D, a.shape.E, p, c.stream);
+  }
+
   template <class Policy, class T>
   static Status backward_outputs(const BackwardArgs<T, typename Policy::Decay>& a, const float* P, const float* G,
                                  const float* s_final, float* dc_total, Ctx& c) {
@@ -325,7 +343,7 @@ struct Backend {
     p.rank_state = P;
     p.rank_grad = G;
     const index_t bh = a.shape.B * a.shape.H;
-    LASP_RETURN_IF_ERROR((by_dims<BwdOutputFn<Policy, Op>::template type>(a.shape.D, a.shape.E, p, c.stream)));
+    LASP_RETURN_IF_ERROR((by_dims<BwdDkDvFn<Policy, Op>::template type>(a.shape.D, a.shape.E, p, c.stream)));
     if constexpr (Decay::kHasGradient) {
       if (s_final) {
         kernel::state_dot<<<unsigned(bh), 256, 0, c.stream>>>(r.extra, G, s_final, a.shape.D * a.shape.E);

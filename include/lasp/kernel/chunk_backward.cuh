@@ -38,6 +38,22 @@ LASP_DEVICE void scale_rows_from_start(T* s, const float* g, float f, int tid) {
   }
 }
 
+/// Row dot products of accumulators (rows m0+gid, m0+gid+8) with a swizzled smem tile; the
+/// result is complete in every lane of the quad.
+template <int NT, int X, class T>
+LASP_DEVICE void row_dots(const float (&A)[1][NT][4], const T* s, int m0, int lane, float& d0, float& d1) {
+  const int gid = lane >> 2, t4 = lane & 3;
+  d0 = 0.f; d1 = 0.f;
+  #pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int c = 8 * j + 2 * t4;
+    d0 += A[0][j][0] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c)]) + A[0][j][1] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c + 1)]);
+    d1 += A[0][j][2] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c)]) + A[0][j][3] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c + 1)]);
+  }
+  d0 += __shfl_xor_sync(0xffffffffu, d0, 1); d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
+  d1 += __shfl_xor_sync(0xffffffffu, d1, 1); d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
+}
+
 template <int MT, int NT>
 LASP_DEVICE void scale_acc(float (&a)[MT][NT][4], float f) {
   #pragma unroll
@@ -89,22 +105,6 @@ LASP_DEVICE void store_masked(T* sp, const float (&A)[1][C / 8][4], const float*
   }
 }
 
-/// Row dot products of accumulators (rows m0+gid, m0+gid+8) with a swizzled smem tile; the
-/// result is complete in every lane of the quad.
-template <int NT, int X, class T>
-LASP_DEVICE void row_dots(const float (&A)[1][NT][4], const T* s, int m0, int lane, float& d0, float& d1) {
-  const int gid = lane >> 2, t4 = lane & 3;
-  d0 = 0.f; d1 = 0.f;
-  #pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    const int c = 8 * j + 2 * t4;
-    d0 += A[0][j][0] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c)]) + A[0][j][1] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c + 1)]);
-    d1 += A[0][j][2] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c)]) + A[0][j][3] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c + 1)]);
-  }
-  d0 += __shfl_xor_sync(0xffffffffu, d0, 1); d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
-  d1 += __shfl_xor_sync(0xffffffffu, d1, 1); d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
-}
-
 template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) bwd_summary(const ChunkParams<T, Decay> p) {
   constexpr int MT = D / 64, NT = E / 8;
@@ -152,65 +152,144 @@ __global__ void __launch_bounds__(kThreads) bwd_summary(const ChunkParams<T, Dec
     }
 }
 
+/// bwd_dq: K, V, dO double-buffered; the state stays in registers, row-partitioned (warp w owns
+/// state rows [w D/4, (w+1) D/4)), which is also the dq column slice the warp computes, so the
+/// state operand of dO S^T comes straight from its registers.
+template <class T, int D, int E, int C>
+struct DqSmem {
+  alignas(128) T k[2][C * D];
+  alignas(128) T v[2][C * E];
+  alignas(128) T dO[2][C * E];
+  alignas(128) T p[C * C];
+  float g[2][C];
+  float qdq[4][C];  // gates: per-warp partial sums of q.dq
+};
+
 template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p) {
-  constexpr int MT = D / 64, NT = E / 8;
+  constexpr int DW = D / 4, MS = DW / 16, NS = E / 8, NQ = DW / 8, MO = C / 16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<BwdSmem<T, D, E, C>*>(smem_raw);
+  auto& sm = *reinterpret_cast<DqSmem<T, D, E, C>*>(smem_raw);
   if (p.status && *p.status) return;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, t4 = lane & 3;
   const int seg = blockIdx.x;
   const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
   const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
   const index_t sidx = index_t(seg) * p.B * p.H + bh;
-  float S[MT][NT][4];
-  load_state<MT, NT, D, E>(S, p.seg_Apre[sidx], p.rank_state + bh * D * E, p.seg_S + sidx * D * E, warp, lane);
+  const int d0 = warp * DW;
+  float S[MS][NS][4];
+  load_state<MS, NS, D, E>(S, p.seg_Apre[sidx], p.rank_state + bh * D * E, p.seg_S + sidx * D * E, warp, lane);
   const int m0 = warp * 16;
-  for (index_t n0 = n_begin; n0 < n_end; n0 += C) {
+  ChunkDecay<C, Decay> next_decay;
+  auto issue = [&](index_t n0, int buf) {
     const int len = int(imin(index_t(C), n_end - n0));
-    if constexpr (Decay::kHasGradient) load_tile_async<C, D, kThreads>(sm.q, p.q.at(b, n0, h), p.q.stride_n, len, tid);
-    load_tile_async<C, D, kThreads>(sm.k, p.k.at(b, n0, h), p.k.stride_n, len, tid);
-    load_tile_async<C, E, kThreads>(sm.v, p.v.at(b, n0, h), p.v.stride_n, len, tid);
-    load_tile_async<C, E, kThreads>(sm.dO, p.dout.at(b, n0, h), p.dout.stride_n, len, tid);
+    load_tile_async<C, D, kThreads>(sm.k[buf], p.k.at(b, n0, h), p.k.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.v[buf], p.v.at(b, n0, h), p.v.stride_n, len, tid);
+    load_tile_async<C, E, kThreads>(sm.dO[buf], p.dout.at(b, n0, h), p.dout.stride_n, len, tid);
     cp_async_commit();
-    store_acc<MT, NT, E>(sm.s, S, warp * (D / 4), 0, lane, NoScale{});
-    if (warp == 0) chunk_log_decay<C>(sm.g, p.decay, b, n0, h, len, lane, p.status, false);
-    cp_async_wait<0>();
+    if (warp == 0) {
+      next_decay.load(p.decay, b, n0, h, len, lane);
+      // Without per-token values there is nothing to wait for: fill the buffer now, off the
+      // critical path (gates are scanned at the end of the chunk, when their loads have landed).
+      if constexpr (!Decay::kPerToken) next_decay.finish(sm.g[buf], p.decay, h, lane);
+    }
+  };
+  // Gates: q.dq of a chunk is summed over the warps' column slices through shared memory and
+  // written out one barrier later.
+  auto flush_qdq = [&](index_t n0, int len) {
+    if (tid < len) p.qdq[bh * p.N + n0 + tid] = sm.qdq[0][tid] + sm.qdq[1][tid] + sm.qdq[2][tid] + sm.qdq[3][tid];
+  };
+  if (n_begin < n_end) {
+    issue(n_begin, 0);
+    if constexpr (Decay::kPerToken) {
+      if (warp == 0) next_decay.finish(sm.g[0], p.decay, h, lane);
+    }
+  }
+  int buf = 0;
+  index_t prev_n0 = -1;
+  int prev_len = 0;
+  for (index_t n0 = n_begin; n0 < n_end; n0 += C, buf ^= 1) {
+    const int len = int(imin(index_t(C), n_end - n0));
+    const bool more = n0 + C < n_end;
+    if (more) {
+      issue(n0 + C, buf ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
-    {
+    const T* sk = sm.k[buf];
+    const T* sv = sm.v[buf];
+    const T* sdo = sm.dO[buf];
+    const float* g = sm.g[buf];
+    {  // masked dO V^T, this warp's 16 rows
       float A[1][C / 8][4];
       zero_acc(A);
-      warp_mma<1, C / 8, E, false, false, E, E>(A, sm.dO, m0, sm.v, 0, lane);  // dO V^T
-      store_masked<C, false>(sm.p, A, sm.g, p.scale, m0, lane);
+      warp_mma<1, C / 8, E, false, false, E, E>(A, sdo, m0, sv, 0, lane);
+      store_masked<C, false>(sm.p, A, g, p.scale, m0, lane);
     }
-    __syncwarp();
+    if constexpr (Decay::kHasGradient) {
+      if (prev_n0 >= 0) flush_qdq(prev_n0, prev_len);
+    }
+    __syncthreads();
     {
-      float dQ[1][D / 8][4];
+      float dQ[MO][NQ][4];
       zero_acc(dQ);
-      warp_mma<1, D / 8, E, false, false, E, E>(dQ, sm.dO, m0, sm.s, 0, lane);  // dO S^T
-      const float f0 = p.scale * __expf(sm.g[m0 + gid]), f1 = p.scale * __expf(sm.g[m0 + gid + 8]);
+      warp_mma_bstate<MO, NQ, E / 16, E>(dQ, sdo, S, lane);  // dO S^T (own column slice of dq)
       #pragma unroll
-      for (int j = 0; j < D / 8; ++j) { dQ[0][j][0] *= f0; dQ[0][j][1] *= f0; dQ[0][j][2] *= f1; dQ[0][j][3] *= f1; }
-      warp_mma<1, D / 8, C, false, true, C, D>(dQ, sm.p, m0, sm.k, 0, lane);  // + P K
-      store_acc_global<D / 8>(p.dq.at(b, n0, h), p.dq.stride_n, dQ, m0, lane, len);
-      if constexpr (Decay::kHasGradient) {
-        float d0, d1;
-        row_dots<D / 8, D>(dQ, sm.q, m0, lane, d0, d1);
-        if ((lane & 3) == 0) {
-          if (m0 + gid < len) p.qdq[bh * p.N + n0 + m0 + gid] = d0;
-          if (m0 + gid + 8 < len) p.qdq[bh * p.N + n0 + m0 + gid + 8] = d1;
+      for (int i = 0; i < MO; ++i) {
+        const float f0 = p.scale * __expf(g[16 * i + gid]), f1 = p.scale * __expf(g[16 * i + gid + 8]);
+        #pragma unroll
+        for (int j = 0; j < NQ; ++j) { dQ[i][j][0] *= f0; dQ[i][j][1] *= f0; dQ[i][j][2] *= f1; dQ[i][j][3] *= f1; }
+      }
+      warp_mma<MO, NQ, C, false, true, C, D>(dQ, sm.p, 0, sk, d0, lane);  // + P K
+      T* dq = p.dq.at(b, n0, h) + d0;
+      const T* qg = p.q.at(b, n0, h) + d0;
+      #pragma unroll
+      for (int i = 0; i < MO; ++i) {
+        const int r0 = 16 * i + gid, r1 = r0 + 8;
+        float s0 = 0.f, s1 = 0.f;
+        #pragma unroll
+        for (int j = 0; j < NQ; ++j) {
+          const int c = 8 * j + 2 * t4;
+          if (r0 < len) *reinterpret_cast<std::uint32_t*>(dq + index_t(r0) * p.dq.stride_n + c) = MmaOp<T>::pack(dQ[i][j][0], dQ[i][j][1]);
+          if (r1 < len) *reinterpret_cast<std::uint32_t*>(dq + index_t(r1) * p.dq.stride_n + c) = MmaOp<T>::pack(dQ[i][j][2], dQ[i][j][3]);
+          if constexpr (Decay::kHasGradient) {
+            if (r0 < len) {
+              const float2 q = MmaOp<T>::unpack(*reinterpret_cast<const std::uint32_t*>(qg + index_t(r0) * p.q.stride_n + c));
+              s0 += q.x * dQ[i][j][0] + q.y * dQ[i][j][1];
+            }
+            if (r1 < len) {
+              const float2 q = MmaOp<T>::unpack(*reinterpret_cast<const std::uint32_t*>(qg + index_t(r1) * p.q.stride_n + c));
+              s1 += q.x * dQ[i][j][2] + q.y * dQ[i][j][3];
+            }
+          }
+        }
+        if constexpr (Decay::kHasGradient) {
+          s0 += __shfl_xor_sync(0xffffffffu, s0, 1); s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+          s1 += __shfl_xor_sync(0xffffffffu, s1, 1); s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+          if (t4 == 0) { sm.qdq[warp][r0] = s0; sm.qdq[warp][r1] = s1; }
         }
       }
     }
+    // S <- exp(G) S + (diag(exp(G - g)) K)^T V   (own rows)
+    const float G = g[C - 1];
+    scale_acc(S, __expf(G));
+    warp_mma<MS, NS, C, true, true, D, E>(S, sk, d0, sv, 0, lane, ToEndScale{g, G});
+    if constexpr (Decay::kPerToken) {
+      if (more && warp == 0) next_decay.finish(sm.g[buf ^ 1], p.decay, h, lane);
+    }
+    prev_n0 = n0;
+    prev_len = len;
     __syncthreads();
-    scale_rows_to_end<C, D>(sm.k, sm.g, tid);
-    __syncthreads();
-    scale_acc(S, __expf(sm.g[C - 1]));
-    warp_mma<MT, NT, C, true, true, D, E>(S, sm.k, warp * (D / 4), sm.v, 0, lane);
-    __syncthreads();
+  }
+  if constexpr (Decay::kHasGradient) {
+    if (prev_n0 >= 0) flush_qdq(prev_n0, prev_len);
   }
 }
 
+/// bwd_dkdv: each warp owns 16 key rows of the chunk (all columns of dk and dv) and D/4 rows of
+/// dS, shared with the other warps through shared memory.
 template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) bwd_dkdv(const ChunkParams<T, Decay> p) {
   constexpr int MT = D / 64, NT = E / 8;

@@ -31,19 +31,6 @@ struct SumSmem {
   float g[2][C];
 };
 
-/// Scale row j of a swizzled [C][X] tile by exp(G - g_j) (K~ = diag(exp(G - g)) K).
-template <int C, int X, class T>
-LASP_DEVICE void scale_rows_to_end(T* s, const float* g, int tid) {
-  const float G = g[C - 1];
-  for (int i = tid; i < C * X / 8; i += kThreads) {
-    const int r = i / (X / 8), c = (i % (X / 8)) * 8;
-    const float w = __expf(G - g[r]);
-    T* p = s + Swz<X>::off(r, c);
-    #pragma unroll
-    for (int e = 0; e < 8; ++e) p[e] = MmaOp<T>::from(MmaOp<T>::to(p[e]) * w);
-  }
-}
-
 template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Decay> p) {
   constexpr int MT = D / 64, NT = E / 8;  // per warp: D/4 rows = MT m-tiles
@@ -137,19 +124,33 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
       }
   }
   const int m0 = warp * 16;  // this warp's rows of the scores
+  // Next chunk's decay values: loaded (into registers) with the next tiles, scanned into
+  // sm.g at the end of this chunk, so their latency hides behind this chunk's work.
+  ChunkDecay<C, Decay> next_decay;
   auto issue = [&](index_t n0, int buf) {
     const int len = int(imin(index_t(C), n_end - n0));
     load_tile_async<C, D, kThreads>(sm.q[buf], p.q.at(b, n0, h), p.q.stride_n, len, tid);
     load_tile_async<C, D, kThreads>(sm.k[buf], p.k.at(b, n0, h), p.k.stride_n, len, tid);
     load_tile_async<C, E, kThreads>(sm.v[buf], p.v.at(b, n0, h), p.v.stride_n, len, tid);
     cp_async_commit();
-    if (warp == 0) chunk_log_decay<C>(sm.g[buf], p.decay, b, n0, h, len, lane, p.status, false);
+    if (warp == 0) {
+      next_decay.load(p.decay, b, n0, h, len, lane);
+      // Without per-token values there is nothing to wait for: fill the buffer now, off the
+      // critical path (gates are scanned at the end of the chunk, when their loads have landed).
+      if constexpr (!Decay::kPerToken) next_decay.finish(sm.g[buf], p.decay, h, lane);
+    }
   };
-  if (n_begin < n_end) issue(n_begin, 0);
+  if (n_begin < n_end) {
+    issue(n_begin, 0);
+    if constexpr (Decay::kPerToken) {
+      if (warp == 0) next_decay.finish(sm.g[0], p.decay, h, lane);
+    }
+  }
   int buf = 0;
   for (index_t n0 = n_begin; n0 < n_end; n0 += C, buf ^= 1) {
     const int len = int(imin(index_t(C), n_end - n0));
-    if (n0 + C < n_end) {
+    const bool more = n0 + C < n_end;
+    if (more) {
       issue(n0 + C, buf ^ 1);  // the other buffer was released by the barrier ending the last chunk
       cp_async_wait<1>();
     } else {
@@ -210,6 +211,9 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
         #pragma unroll
         for (int e = 0; e < 4; ++e) S[i][j][e] *= eG;
     warp_mma<MS, NS, C, true, true, D, E>(S, sk, 0, sv, e0, lane, ToEndScale{g, G});
+    if constexpr (Decay::kPerToken) {
+      if (more && warp == 0) next_decay.finish(sm.g[buf ^ 1], p.decay, h, lane);
+    }
     __syncthreads();
   }
 }

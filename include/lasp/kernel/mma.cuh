@@ -46,17 +46,6 @@ LASP_DEVICE void load_tile_async(T* s, const T* g, index_t ld, int valid_rows, i
   }
 }
 
-/// Store a swizzled tile to global rows [0, valid_rows) with 16-byte stores.
-template <int Rows, int Cols, int Threads, class T>
-LASP_DEVICE void store_tile(T* g, index_t ld, const T* s, int valid_rows, int tid) {
-  constexpr int kChunks = Rows * Cols / 8;
-  #pragma unroll
-  for (int i = tid; i < kChunks; i += Threads) {
-    const int r = i / (Cols / 8), c = (i % (Cols / 8)) * 8;
-    if (r < valid_rows) *reinterpret_cast<uint4*>(g + index_t(r) * ld + c) = *reinterpret_cast<const uint4*>(s + Swz<Cols>::off(r, c));
-  }
-}
-
 LASP_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -189,6 +178,27 @@ LASP_DEVICE void warp_mma_breg(float (&acc)[MT][NT][4], const Op* sA, const floa
       const std::uint32_t b1 = movmatrix_trans(MmaOp<Op>::pack(S[kt][j][2], S[kt][j][3]));
       #pragma unroll
       for (int i = 0; i < MT; ++i) MmaOp<Op>::mma(acc[i][j], a[i], b0, b1);
+    }
+  }
+}
+
+/// acc[MT][NQ] += A[0 : 16 MT, 0 : 16 KT] * S^T-slice, where the B operand B[k = e][n = d] = S[d][e]
+/// comes from this warp's own row-partitioned state accumulators S[NQ/2][2 KT] (rows d, cols e):
+/// that is exactly the accumulator layout, so register pairs pack straight into B fragments.
+template <int MT, int NQ, int KT, int ColsA, class Op>
+LASP_DEVICE void warp_mma_bstate(float (&acc)[MT][NQ][4], const Op* sA, const float (&S)[NQ / 2][2 * KT][4], int lane) {
+  #pragma unroll
+  for (int kk = 0; kk < KT; ++kk) {
+    std::uint32_t a[MT][4];
+    #pragma unroll
+    for (int i = 0; i < MT; ++i) ldmatrix_x4(a[i], sA + Swz<ColsA>::off(16 * i + (lane & 15), 16 * kk + (lane >> 4) * 8));
+    #pragma unroll
+    for (int jn = 0; jn < NQ; ++jn) {
+      const int i = jn / 2, hf = (jn % 2) * 2;
+      const std::uint32_t b0 = MmaOp<Op>::pack(S[i][2 * kk][hf], S[i][2 * kk][hf + 1]);
+      const std::uint32_t b1 = MmaOp<Op>::pack(S[i][2 * kk + 1][hf], S[i][2 * kk + 1][hf + 1]);
+      #pragma unroll
+      for (int m = 0; m < MT; ++m) MmaOp<Op>::mma(acc[m][jn], a[m], b0, b1);
     }
   }
 }

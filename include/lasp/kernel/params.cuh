@@ -80,4 +80,50 @@ LASP_DEVICE void chunk_log_decay(float* sg, const DecayDev<Decay>& d, index_t b,
   }
 }
 
+/// The decay split in two so that a kernel can prefetch: `load` issues the global loads of a
+/// chunk's per-token values into registers (gates only; the loads complete in the background),
+/// `finish` scans them into sg[0..C) later, when the values are needed. Warp 0 calls both.
+template <int C, class Decay>
+struct ChunkDecay {
+  static constexpr int kPer = (C + 31) / 32;
+  float v[kPer];
+  int len = 0;
+  index_t n0 = 0;
+  LASP_DEVICE void load(const DecayDev<Decay>& d, index_t b, index_t n0_, index_t h, int len_, int lane) {
+    len = len_;
+    n0 = n0_;
+    if constexpr (Decay::kPerToken) {
+      #pragma unroll
+      for (int e = 0; e < kPer; ++e) {
+        const int i = lane * kPer + e;
+        v[e] = (i < len && i < C) ? d.g(b, n0 + i, h) : 0.f;
+      }
+    }
+  }
+  LASP_DEVICE void finish(float* sg, const DecayDev<Decay>& d, index_t h, int lane) const {
+    if constexpr (std::is_same_v<Decay, decay::None>) {
+      for (int i = lane; i < C; i += 32) sg[i] = 0.f;
+    } else if constexpr (std::is_same_v<Decay, decay::PerHead>) {
+      const float s = d.slopes[h];
+      for (int i = lane; i < C; i += 32) sg[i] = -s * float(min(i + 1, len));
+    } else {
+      float run = 0.f, w[kPer];
+      #pragma unroll
+      for (int e = 0; e < kPer; ++e) { run += v[e]; w[e] = run; }
+      float tot = run;
+      #pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float y = __shfl_up_sync(0xffffffffu, tot, o);
+        if (lane >= o) tot += y;
+      }
+      const float before = tot - run;
+      #pragma unroll
+      for (int e = 0; e < kPer; ++e) {
+        const int i = lane * kPer + e;
+        if (i < C) sg[i] = before + w[e];
+      }
+    }
+  }
+};
+
 }  // namespace lasp::kernel
