@@ -8,6 +8,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# A fresh machine gets what it lacks (Debian packages, when run as root); a no-op otherwise.
+./scripts/install-deps.sh
 build_dir="${LASP_BUILD_DIR:-build}"
 
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then

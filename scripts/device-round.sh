@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One whole GPU round on a device machine: build (all cores, sm_90 only), run the GPU suites
+# (single-GPU, multi-GPU when there are >= 2 GPUs), compute-sanitizer on small shapes, the
+# benchmarks, and print a short table. Full logs and JSON go to $OUT (or ./device-out).
+#   scripts/device-round.sh [--bench-filter REGEX] [--no-sanitizer] [--no-bench] [--prebuilt DIR]
+# --prebuilt DIR: use lasp_tests_gpu, lasp_tests_multigpu, lasp_bench, lasp_demo from DIR
+# (built elsewhere) instead of building here.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out="${OUT:-$PWD/device-out}"
+mkdir -p "$out"
+filter='.'
+sanitize=1
+bench=1
+prebuilt=''
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bench-filter) filter="$2"; shift 2 ;;
+    --no-sanitizer) sanitize=0; shift ;;
+    --no-bench) bench=0; shift ;;
+    --prebuilt) prebuilt="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+# NVLink multicast must stay off on these shared machines.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+
+nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv | tee "$out/gpus.csv"
+ngpu=$(nvidia-smi --list-gpus | wc -l)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+echo "commit $commit, $(date -u +%Y-%m-%dT%H:%MZ), $ngpu GPU(s)" | tee "$out/round.txt"
+
+if [ -n "$prebuilt" ]; then
+  bin="$prebuilt"
+else
+  bin=build-device
+  t0=$(date +%s)
+  cmake -S . -B "$bin" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DLASP_CHECK_HEADERS=OFF \
+    >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+  cmake --build "$bin" -j"$(nproc)" >"$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$out/round.txt"
+  bin="$bin"
+fi
+find_bin() { find "$bin" -name "$1" -type f -perm -u+x | head -1; }
+gpu_tests=$(find_bin lasp_tests_gpu)
+mgpu_tests=$(find_bin lasp_tests_multigpu)
+bench_bin=$(find_bin lasp_bench)
+demo_bin=$(find_bin lasp_demo)
+
+status=0
+summary=()
+run() {  # name, command...
+  local name="$1"; shift
+  local t0=$(date +%s)
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  [ $rc -ne 0 ] && status=1
+  summary+=("$(printf '%-22s rc=%-3s %4ss  %s' "$name" "$rc" "$(( $(date +%s) - t0 ))" "$(grep -E 'test cases|ERROR SUMMARY|PASS|FAIL' "$out/$name.log" | tail -1)")")
+}
+[ -n "$gpu_tests" ] && run gpu "$gpu_tests"
+if [ "$ngpu" -ge 2 ] && [ -n "$mgpu_tests" ]; then run multigpu "$mgpu_tests"; fi
+if [ $sanitize -eq 1 ] && [ -n "$gpu_tests" ]; then
+  run memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$gpu_tests" -tc='*sanitizer*'
+  run racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$gpu_tests" -tc='*sanitizer*'
+fi
+[ -n "$demo_bin" ] && run demo "$demo_bin"
+if [ $bench -eq 1 ] && [ -n "$bench_bin" ]; then
+  run bench "$bench_bin" --benchmark_filter="$filter" --benchmark_out="$out/bench.json" --benchmark_out_format=json
+fi
+
+echo
+echo "== round summary (commit $commit) =="
+printf '%s\n' "${summary[@]}"
+if [ -f "$out/bench.log" ]; then
+  echo
+  grep -E "^device:" "$out/bench.log"
+  printf '%-34s %10s %10s %10s\n' benchmark median_ms GB/s roofline
+  grep -E "_median" "$out/bench.log" | awk '!seen[$1]++' | while read -r name t unit rest; do
+    gbs=$(echo "$rest" | grep -oE 'GB/s=[0-9.]+[GTM]?' | head -1 | cut -d= -f2)
+    roof=$(echo "$rest" | grep -oE 'roofline=[0-9.]+' | head -1 | cut -d= -f2)
+    printf '%-34s %10s %10s %10s\n' "${name%%/repeats*}" "$t" "$gbs" "$roof"
+  done
+fi
+exit $status
