@@ -10,12 +10,22 @@
 //
 // The communicator is borrowed: lasp never destroys, finalises or aborts it. Every call first
 // polls ncclCommGetAsyncError and returns Status::kCommError if NCCL reported an asynchronous
-// failure (or a call fails); the caller then decides whether to ncclCommAbort.
-// Not supported: communicators whose device is not the current device at call time (NCCL
-// enqueues on `stream`, which must belong to the communicator's GPU).
+// failure (or a call fails); the caller then decides whether to ncclCommAbort. Non-blocking
+// communicators (ncclConfig_t::blocking = 0) are waited for until their calls are enqueued.
+//
+// Drive each rank from its own thread (one process per GPU, or one thread per GPU in one
+// process), with that GPU current. Not supported:
+//  - one thread driving several ranks, or calling lasp::forward/backward inside an outer
+//    ncclGroupStart/End: the schedules launch kernels between their NCCL calls (the chain's
+//    combine runs between its recv and its send), and NCCL defers grouped calls to the outer
+//    ncclGroupEnd, so those kernels would run before the data arrives;
+//  - streams of another GPU than the communicator's.
+// Use the SP communicator from one stream at a time, and in the same order on every rank (NCCL
+// requires it); a communicator dedicated to lasp's SP traffic is simplest.
 #include <cuda_runtime.h>
 #include <nccl.h>
 #include <cstddef>
+#include <memory>
 #include <thread>
 #include "../config.hpp"
 #include "concept.hpp"
@@ -37,16 +47,54 @@ inline ncclResult_t nccl_settle(ncclComm_t comm, ncclResult_t r) {
   return r;
 }
 inline Status nccl_status(ncclResult_t r) { return r == ncclSuccess ? Status::kSuccess : Status::kCommError; }
+
+/// The side stream of a communicator (highest priority, non-blocking) and the two events that
+/// fork it from / join it to a caller's stream. Created on the communicator's device.
+struct SideStream {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t forked = nullptr, done = nullptr;
+  int device = -1;
+  ~SideStream() {
+    int cur = -1;
+    const bool restore = cudaGetDevice(&cur) == cudaSuccess && cur != device && cudaSetDevice(device) == cudaSuccess;
+    if (forked) cudaEventDestroy(forked);
+    if (done) cudaEventDestroy(done);
+    if (stream) cudaStreamDestroy(stream);  // pending work still completes
+    if (restore) cudaSetDevice(cur);
+  }
+  static Status create(int device, std::shared_ptr<SideStream>* out) {
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess) return Status::kCudaError;
+    if (cur != device && cudaSetDevice(device) != cudaSuccess) return Status::kCudaError;
+    auto s = std::make_shared<SideStream>();
+    s->device = device;
+    int lo = 0, hi = 0;
+    bool ok = cudaDeviceGetStreamPriorityRange(&lo, &hi) == cudaSuccess &&
+              cudaStreamCreateWithPriority(&s->stream, cudaStreamNonBlocking, hi) == cudaSuccess &&
+              cudaEventCreateWithFlags(&s->forked, cudaEventDisableTiming) == cudaSuccess &&
+              cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming) == cudaSuccess;
+    if (cur != device && cudaSetDevice(cur) != cudaSuccess) ok = false;
+    if (!ok) return Status::kCudaError;  // s releases whatever was created
+    *out = std::move(s);
+    return Status::kSuccess;
+  }
+};
 }  // namespace detail
 
 /// lasp's communicator over a user's NCCL communicator of one SP group (models the concept of
-/// comm/concept.hpp: device memory, cudaStream_t). A cheap, copyable handle around a borrowed
+/// comm/concept.hpp: device memory, cudaStream_t). A copyable handle around a borrowed
 /// ncclComm_t; rank and size are read once, at construction.
 ///
 /// send/recv/sendrecv are each one ncclGroupStart/End group, so they can never deadlock on a
 /// half-issued pairing; a send is matched by the peer's recv of the same count. Buffers are
 /// fp32 device memory on the communicator's GPU; operations are stream-ordered and return
 /// before they complete (NCCL semantics).
+///
+/// Side stream: construction also creates one high-priority stream and two events on the
+/// communicator's GPU (shared by copies of the handle, released with the last one). fork/join
+/// let the schedules run the scan's hops and combines there, overlapped with rank-local kernels
+/// on the caller's stream, and ahead of them in the block scheduler. Copies share that stream:
+/// use one handle per rank, from one thread.
 class Nccl {
  public:
   using stream_type = cudaStream_t;
@@ -54,12 +102,13 @@ class Nccl {
 
   /// An empty handle: size() == 0, every operation returns kCommError.
   Nccl() = default;
-  /// Wraps `comm`; check status() (kCommError if NCCL refused to describe the communicator,
-  /// kNullPointer for a null comm).
+  /// Wraps `comm`; check status() (kNullPointer for a null comm, kCommError if NCCL refused to
+  /// describe the communicator or reports an error, kCudaError without a side stream).
   explicit Nccl(ncclComm_t comm) { status_ = init(comm); }
 
-  /// Wraps `comm` into *out. kSuccess, kNullPointer, or kCommError (rank/size/device queries
-  /// failed or the communicator already carries an asynchronous error). *out untouched on failure.
+  /// Wraps `comm` into *out. kSuccess, kNullPointer, kCommError (rank/size/device queries failed
+  /// or the communicator already carries an asynchronous error), or kCudaError (the side stream
+  /// could not be created). *out untouched on failure.
   [[nodiscard]] static Status make(ncclComm_t comm, Nccl* out) {
     if (!out) return Status::kNullPointer;
     Nccl c(comm);
@@ -98,9 +147,9 @@ class Nccl {
   /// every rank may call it at once without deadlock). dst or src may be -1 to skip that half.
   [[nodiscard]] Status sendrecv(const float* sbuf, int dst, float* rbuf, int src, std::size_t count,
                                 cudaStream_t stream) {
-    if (dst >= 0) LASP_RETURN_IF_ERROR(check_peer(dst));
-    if (src >= 0) LASP_RETURN_IF_ERROR(check_peer(src));
-    if (dst < 0 && src < 0) return check();
+    if (dst != -1) LASP_RETURN_IF_ERROR(check_peer(dst));
+    if (src != -1) LASP_RETURN_IF_ERROR(check_peer(src));
+    if (dst == -1 && src == -1) return check();
     return grouped([&] {
       ncclResult_t r = ncclSuccess;
       if (dst >= 0) r = ncclSend(sbuf, count, ncclFloat, dst, comm_, stream);
@@ -116,19 +165,45 @@ class Nccl {
         detail::nccl_settle(comm_, ncclAllGather(send, recv, count, ncclFloat, comm_, stream)));
   }
 
+  /// *side = the communicator's side stream, ordered after everything queued on `stream` so far.
+  [[nodiscard]] Status fork(cudaStream_t stream, cudaStream_t* side) {
+    LASP_RETURN_IF_ERROR(check());
+    if (!side) return Status::kNullPointer;
+    if (cudaEventRecord(side_->forked, stream) != cudaSuccess ||
+        cudaStreamWaitEvent(side_->stream, side_->forked, 0) != cudaSuccess)
+      return Status::kCudaError;
+    *side = side_->stream;
+    return Status::kSuccess;
+  }
+  /// `stream` waits for everything queued on the side stream so far.
+  [[nodiscard]] Status join(cudaStream_t stream) {
+    LASP_RETURN_IF_ERROR(check());
+    if (cudaEventRecord(side_->done, side_->stream) != cudaSuccess ||
+        cudaStreamWaitEvent(stream, side_->done, 0) != cudaSuccess)
+      return Status::kCudaError;
+    return Status::kSuccess;
+  }
+  /// The side stream (null for an unusable handle).
+  cudaStream_t side_stream() const { return side_ ? side_->stream : nullptr; }
+
  private:
   Status init(ncclComm_t comm) {
     if (!comm) return Status::kNullPointer;
     int rank = -1, size = 0, dev = -1;
+    ncclResult_t async = ncclSuccess;
     if (ncclCommUserRank(comm, &rank) != ncclSuccess || ncclCommCount(comm, &size) != ncclSuccess ||
-        ncclCommCuDevice(comm, &dev) != ncclSuccess)
+        ncclCommCuDevice(comm, &dev) != ncclSuccess || ncclCommGetAsyncError(comm, &async) != ncclSuccess)
       return Status::kCommError;
-    if (size < 1 || rank < 0 || rank >= size) return Status::kCommError;
+    if (size < 1 || rank < 0 || rank >= size || (async != ncclSuccess && async != ncclInProgress))
+      return Status::kCommError;
+    std::shared_ptr<detail::SideStream> side;
+    LASP_RETURN_IF_ERROR(detail::SideStream::create(dev, &side));
     comm_ = comm;
     rank_ = rank;
     size_ = size;
     device_ = dev;
-    return check();
+    side_ = std::move(side);
+    return Status::kSuccess;
   }
   Status check_peer(int peer) const {
     LASP_RETURN_IF_ERROR(check());
@@ -146,6 +221,7 @@ class Nccl {
 
   ncclComm_t comm_ = nullptr;
   int rank_ = 0, size_ = 0, device_ = -1;
+  std::shared_ptr<detail::SideStream> side_;
   Status status_ = Status::kCommError;
 };
 
