@@ -112,7 +112,13 @@ lasp::Tensor<U> rank_view(U* base, index_t N, index_t T, index_t H, index_t X, i
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// examples/demo.cu includes this file and calls the host demo by another name when no GPU is
+// visible.
+#ifndef LASP_DEMO_HOST_MAIN
+#define LASP_DEMO_HOST_MAIN main
+#endif
+
+int LASP_DEMO_HOST_MAIN(int argc, char** argv) {
   Options opt;
   if (!parse(argc, argv, opt)) {
     usage(argv[0]);

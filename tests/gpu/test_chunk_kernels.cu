@@ -105,3 +105,19 @@ TEST_CASE("gpu: explicit segment splits and state caching give the same answers"
   run_case<lasp::bf16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain, lasp::caching::Recompute, T1>>(c, 8);
   run_case<lasp::fp16, lasp::Policy<lasp::decay::None, lasp::schedule::AllGather, lasp::caching::Cache, T3>>(c, 9);
 }
+
+// Small shapes for compute-sanitizer (memcheck, racecheck): tails, both head dims, every decay.
+// Run: compute-sanitizer --tool racecheck lasp_tests_gpu -tc="*sanitizer*"
+TEST_CASE("gpu sanitizer shapes: tails, every decay, both head dims") {
+  const Case small[] = {
+      {1, 1, 1, 64, 64, Layout::kTokenMajor, 1.f, true},
+      {1, 70, 1, 128, 128, Layout::kHeadMajor, 0.5f, true},
+      {2, 65, 1, 64, 128, Layout::kTokenMajor, 1.f, false},
+  };
+  std::uint32_t seed = 500;
+  for (const Case& c : small) {
+    run_case<lasp::bf16, lasp::Policy<lasp::decay::Gate>>(c, seed++);
+    run_case<lasp::fp16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain, lasp::caching::Cache>>(c, seed++);
+    run_case<lasp::bf16, lasp::Policy<lasp::decay::None>>(c, seed++);
+  }
+}

@@ -1,0 +1,305 @@
+// lasp demo, CUDA build: sequence-parallel linear attention over every visible GPU.
+//
+//   1. Check: a sequence of R*N tokens split over R = (visible GPUs) ranks, bf16, per-head decay
+//      (TransNormerLLM slopes), initial and final states; forward + backward with both schedules
+//      (NCCL between the GPUs; one GPU uses comm::DeviceSingle); every rank's o, dq, dk, dv and the
+//      final state against the double-precision reference on the whole sequence.
+//   2. Throughput: S32K per GPU (B=1, H=16, D=E=128, N=32768 per rank, bf16), forward+backward
+//      timed with CUDA events (slowest rank), for R GPUs and for 1 GPU: weak-scaling efficiency.
+// With no GPU visible it runs the host demo (examples/demo.cpp) over simulated ranks instead.
+//
+//   lasp_demo [--gpus G] [--tokens N] [--iters I]   (--tokens: per rank, throughput phase)
+#define LASP_DEMO_HOST_MAIN host_demo_main
+#include "demo.cpp"
+
+#include <cuda_bf16.h>
+#include <lasp/lasp.cuh>
+#ifdef LASP_DEMO_NCCL
+#include <lasp/comm/nccl.cuh>
+#endif
+
+namespace {
+
+#define DEMO_CUDA(x)                                                                       \
+  do {                                                                                     \
+    cudaError_t e_ = (x);                                                                  \
+    if (e_ != cudaSuccess) {                                                               \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                        \
+    }                                                                                      \
+  } while (0)
+
+using bf = __nv_bfloat16;
+using Slopes = std::vector<float>;
+
+struct Dev {  // one rank's device buffers (its own segment only)
+  bf *q, *k, *v, *o, *dout, *dq, *dk, *dv;
+  float *init, *fin, *dfin, *dinit;
+  void* ws;
+  std::size_t ws_bytes;
+  cudaStream_t stream;
+};
+
+__global__ void fill(bf* p, std::size_t n, unsigned seed) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
+    unsigned x = unsigned(i) * 2654435761u ^ seed;
+    x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
+    p[i] = __float2bfloat16((float(x & 0xffff) / 65536.f - 0.5f) * 2.f);
+  }
+}
+
+/// Allocates rank r's buffers on the current device (N tokens of B=1... shape s).
+template <class Policy, class Comm>
+Dev alloc(const lasp::Shape& s, Comm& comm) {
+  Dev d{};
+  const std::size_t nq = std::size_t(s.B * s.N * s.H * s.D), nv = std::size_t(s.B * s.N * s.H * s.E);
+  const std::size_t ns = std::size_t(s.B * s.H * s.D * s.E);
+  bf** qk[] = {&d.q, &d.k, &d.dq, &d.dk};
+  bf** vo[] = {&d.v, &d.o, &d.dout, &d.dv};
+  float** st[] = {&d.init, &d.fin, &d.dfin, &d.dinit};
+  for (bf** p : qk) DEMO_CUDA(cudaMalloc(reinterpret_cast<void**>(p), nq * sizeof(bf)));
+  for (bf** p : vo) DEMO_CUDA(cudaMalloc(reinterpret_cast<void**>(p), nv * sizeof(bf)));
+  for (float** p : st) DEMO_CUDA(cudaMalloc(reinterpret_cast<void**>(p), ns * sizeof(float)));
+  d.ws_bytes = lasp::workspace_size<Policy, bf>(s, comm);
+  DEMO_CUDA(cudaMalloc(&d.ws, d.ws_bytes));
+  DEMO_CUDA(cudaStreamCreateWithFlags(&d.stream, cudaStreamNonBlocking));
+  return d;
+}
+void release(Dev& d) {
+  void* all[] = {d.q, d.k, d.v, d.o, d.dout, d.dq, d.dk, d.dv, d.init, d.fin, d.dfin, d.dinit, d.ws};
+  for (void* p : all) cudaFree(p);
+  cudaStreamDestroy(d.stream);
+}
+
+template <class Policy, class Comm>
+lasp::Status step(const lasp::Shape& s, Dev& d, Comm& comm, const Slopes& slopes, bool states) {
+  using Decay = lasp::decay::PerHead;
+  const lasp::index_t N = s.N, H = s.H, D = s.D, E = s.E;
+  lasp::ForwardArgs<bf, Decay> fa{};
+  fa.shape = s;
+  fa.q = lasp::token_major<const bf>(d.q, N, H, D);
+  fa.k = lasp::token_major<const bf>(d.k, N, H, D);
+  fa.v = lasp::token_major<const bf>(d.v, N, H, E);
+  fa.o = lasp::token_major(d.o, N, H, E);
+  fa.scale = 1.f / std::sqrt(float(D));
+  fa.decay = {slopes.data()};
+  fa.initial_state = states ? d.init : nullptr;
+  fa.final_state = states ? d.fin : nullptr;
+  lasp::BackwardArgs<bf, Decay> ba{};
+  ba.shape = s;
+  ba.q = fa.q; ba.k = fa.k; ba.v = fa.v;
+  ba.dout = lasp::token_major<const bf>(d.dout, N, H, E);
+  ba.dq = lasp::token_major(d.dq, N, H, D);
+  ba.dk = lasp::token_major(d.dk, N, H, D);
+  ba.dv = lasp::token_major(d.dv, N, H, E);
+  ba.scale = fa.scale;
+  ba.decay = fa.decay;
+  ba.d_final_state = states ? d.dfin : nullptr;
+  ba.d_initial_state = states ? d.dinit : nullptr;
+  const lasp::Workspace w{d.ws, d.ws_bytes};
+  lasp::Status st = lasp::forward<Policy>(fa, comm, w, d.stream);
+  if (st == lasp::Status::kSuccess) st = lasp::backward<Policy>(ba, comm, w, d.stream);
+  return st;
+}
+
+/// Runs fn(rank, comm) on R GPUs, one thread per rank, with NCCL between them (R >= 2) or the
+/// single-device communicator (R == 1).
+template <class Fn>
+bool on_ranks(int R, Fn fn) {
+  std::vector<int> ok(std::size_t(R), 0);
+  if (R == 1) {
+    DEMO_CUDA(cudaSetDevice(0));
+    lasp::comm::DeviceSingle c;
+    ok[0] = fn(0, c);
+    return ok[0];
+  }
+#ifdef LASP_DEMO_NCCL
+  std::vector<ncclComm_t> comms(static_cast<std::size_t>(R));
+  std::vector<int> devs(static_cast<std::size_t>(R));
+  for (int r = 0; r < R; ++r) devs[std::size_t(r)] = r;
+  if (ncclCommInitAll(comms.data(), R, devs.data()) != ncclSuccess) {
+    std::fprintf(stderr, "ncclCommInitAll failed\n");
+    return false;
+  }
+  std::vector<std::thread> th;
+  for (int r = 0; r < R; ++r)
+    th.emplace_back([&, r] {
+      DEMO_CUDA(cudaSetDevice(r));
+      lasp::comm::Nccl c;
+      if (lasp::comm::Nccl::make(comms[std::size_t(r)], &c) != lasp::Status::kSuccess) return;
+      ok[std::size_t(r)] = fn(r, c);
+    });
+  for (auto& t : th) t.join();
+  for (ncclComm_t c : comms) ncclCommDestroy(c);
+  return std::all_of(ok.begin(), ok.end(), [](int x) { return x != 0; });
+#else
+  std::fprintf(stderr, "built without NCCL: runs on one GPU only\n");
+  return false;
+#endif
+}
+
+template <class Policy>
+bool check(int R, unsigned seed) {
+  // Small enough for the O(T^2) double reference: B=1, H=2, D=E=64, 512 tokens per rank.
+  const lasp::index_t B = 1, N = 512, H = 2, D = 64, E = 64, T = N * R;
+  const lasp::Shape s{B, N, H, D, E, R};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd;
+  auto gen = [&](std::size_t n) {
+    std::vector<bf> h(n);
+    std::vector<double> r(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      float x;
+      do x = nd(rng); while (x == 0.f);
+      h[i] = __float2bfloat16(x);
+      r[i] = double(__bfloat162float(h[i]));
+    }
+    return std::make_pair(h, r);
+  };
+  const auto gq = gen(std::size_t(B * T * H * D)), gk = gen(std::size_t(B * T * H * D));
+  const auto gv = gen(std::size_t(B * T * H * E)), gd = gen(std::size_t(B * T * H * E));
+  const std::vector<bf>&q = gq.first, &k = gk.first, &v = gv.first, &dout = gd.first;
+  const std::vector<double>&rq = gq.second, &rk = gk.second, &rv = gv.second, &rdo = gd.second;
+  std::vector<float> init(std::size_t(B * H * D * E)), dfin(init.size());
+  for (float& x : init) x = nd(rng);
+  for (float& x : dfin) x = nd(rng);
+  Slopes slopes(static_cast<std::size_t>(H));
+  for (lasp::index_t h = 0; h < H; ++h) slopes[std::size_t(h)] = std::exp2(-8.f * float(h + 1) / float(H));
+  std::vector<bf> o(q.size()), dq(q.size()), dk(q.size()), dv(v.size());
+  std::vector<float> fin(init.size()), dinit(init.size());
+  const std::size_t seg_qk = std::size_t(N * H * D), seg_vo = std::size_t(N * H * E);  // B = 1
+  std::vector<lasp::Status> statuses(std::size_t(R), lasp::Status::kSuccess);
+  const bool ran = on_ranks(R, [&](int r, auto& comm) {
+    Dev d = alloc<Policy>(s, comm);
+    DEMO_CUDA(cudaMemcpy(d.q, q.data() + r * seg_qk, seg_qk * sizeof(bf), cudaMemcpyHostToDevice));
+    DEMO_CUDA(cudaMemcpy(d.k, k.data() + r * seg_qk, seg_qk * sizeof(bf), cudaMemcpyHostToDevice));
+    DEMO_CUDA(cudaMemcpy(d.v, v.data() + r * seg_vo, seg_vo * sizeof(bf), cudaMemcpyHostToDevice));
+    DEMO_CUDA(cudaMemcpy(d.dout, dout.data() + r * seg_vo, seg_vo * sizeof(bf), cudaMemcpyHostToDevice));
+    DEMO_CUDA(cudaMemcpy(d.init, init.data(), init.size() * 4, cudaMemcpyHostToDevice));
+    DEMO_CUDA(cudaMemcpy(d.dfin, dfin.data(), dfin.size() * 4, cudaMemcpyHostToDevice));
+    statuses[std::size_t(r)] = step<Policy>(s, d, comm, slopes, true);
+    DEMO_CUDA(cudaStreamSynchronize(d.stream));
+    DEMO_CUDA(cudaMemcpy(o.data() + r * seg_vo, d.o, seg_vo * sizeof(bf), cudaMemcpyDeviceToHost));
+    DEMO_CUDA(cudaMemcpy(dq.data() + r * seg_qk, d.dq, seg_qk * sizeof(bf), cudaMemcpyDeviceToHost));
+    DEMO_CUDA(cudaMemcpy(dk.data() + r * seg_qk, d.dk, seg_qk * sizeof(bf), cudaMemcpyDeviceToHost));
+    DEMO_CUDA(cudaMemcpy(dv.data() + r * seg_vo, d.dv, seg_vo * sizeof(bf), cudaMemcpyDeviceToHost));
+    if (r == R - 1) DEMO_CUDA(cudaMemcpy(fin.data(), d.fin, fin.size() * 4, cudaMemcpyDeviceToHost));
+    if (r == 0) DEMO_CUDA(cudaMemcpy(dinit.data(), d.dinit, dinit.size() * 4, cudaMemcpyDeviceToHost));
+    release(d);
+    return statuses[std::size_t(r)] == lasp::Status::kSuccess;
+  });
+  for (lasp::Status st : statuses)
+    if (st != lasp::Status::kSuccess) std::printf("  lasp returned: %s\n", lasp::to_string(st));
+  if (!ran) return false;
+  namespace ref = lasp::reference;
+  ref::Problem p{B, T, H, D, E, 1.0 / std::sqrt(double(D))};
+  ref::Vec ld(std::size_t(B * T * H)), ro, rfin, rdq, rdk, rdv, rdlog, rdinit;
+  for (lasp::index_t t = 0; t < T; ++t)
+    for (lasp::index_t h = 0; h < H; ++h) ld[std::size_t(t * H + h)] = -double(slopes[std::size_t(h)]);
+  const ref::Vec rinit(init.begin(), init.end()), rdfin(dfin.begin(), dfin.end());
+  ref::forward(p, rq, rk, rv, ld, rinit, ro, rfin);
+  ref::backward(p, rq, rk, rv, ld, rinit, rdo, rdfin, rdq, rdk, rdv, rdlog, rdinit);
+  auto err = [](const auto& a, const ref::Vec& b) {
+    double n = 0, d = 0;
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      const double x = double(a[i]);
+      n += (x - b[i]) * (x - b[i]);
+      d += b[i] * b[i];
+    }
+    return std::isnan(n) ? INFINITY : std::sqrt(n / d);
+  };
+  std::vector<float> of(o.size()), dqf(dq.size()), dkf(dk.size()), dvf(dv.size());
+  for (std::size_t i = 0; i < o.size(); ++i) of[i] = __bfloat162float(o[i]), dvf[i] = __bfloat162float(dv[i]);
+  for (std::size_t i = 0; i < dq.size(); ++i) dqf[i] = __bfloat162float(dq[i]), dkf[i] = __bfloat162float(dk[i]);
+  const double e[] = {err(of, ro), err(dqf, rdq), err(dkf, rdk), err(dvf, rdv), err(fin, rfin), err(dinit, rdinit)};
+  const double worst = *std::max_element(std::begin(e), std::end(e));
+  // bf16 inputs and outputs: a few units of bf16 roundoff (2^-8) is the expected error.
+  const bool pass = worst < 1.6e-2;
+  std::printf("  check %-10s R=%d T=%lld  o %.1e dq %.1e dk %.1e dv %.1e final %.1e dS0 %.1e  %s\n",
+              Policy::Schedule::kName, R, static_cast<long long>(T), e[0], e[1], e[2], e[3], e[4], e[5],
+              pass ? "PASS" : "FAIL");
+  return pass;
+}
+
+/// Forward+backward time (ms, slowest rank, median of iters) of S-shapes with N tokens per rank.
+template <class Policy>
+double time_step(int R, lasp::index_t N, int iters) {
+  const lasp::Shape s{1, N, 16, 128, 128, R};
+  Slopes slopes(16);
+  for (int h = 0; h < 16; ++h) slopes[std::size_t(h)] = std::exp2(-8.f * float(h + 1) / 16.f);
+  std::vector<double> per_rank(static_cast<std::size_t>(R), 0.0);
+  const bool ok = on_ranks(R, [&](int r, auto& comm) {
+    Dev d = alloc<Policy>(s, comm);
+    const std::size_t nq = std::size_t(N * 16 * 128);
+    bf* bufs[] = {d.q, d.k, d.v, d.dout};
+    unsigned seed = 11u + 5u * unsigned(r);
+    for (bf* p : bufs) fill<<<1024, 256, 0, d.stream>>>(p, nq, seed++);
+    cudaEvent_t e0, e1;
+    DEMO_CUDA(cudaEventCreate(&e0));
+    DEMO_CUDA(cudaEventCreate(&e1));
+    std::vector<float> t;
+    bool good = true;
+    for (int i = 0; i < iters + 3 && good; ++i) {
+      DEMO_CUDA(cudaEventRecord(e0, d.stream));
+      good = step<Policy>(s, d, comm, slopes, false) == lasp::Status::kSuccess;
+      DEMO_CUDA(cudaEventRecord(e1, d.stream));
+      DEMO_CUDA(cudaEventSynchronize(e1));
+      float ms = 0;
+      DEMO_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      if (i >= 3) t.push_back(ms);
+    }
+    if (good) {
+      std::sort(t.begin(), t.end());
+      per_rank[std::size_t(r)] = t[t.size() / 2];
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    release(d);
+    return good;
+  });
+  return ok ? *std::max_element(per_rank.begin(), per_rank.end()) : -1.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int ngpu = 0;
+  if (cudaGetDeviceCount(&ngpu) != cudaSuccess || ngpu == 0) {
+    std::printf("lasp demo: no CUDA device visible, running the host backend instead.\n");
+    return host_demo_main(argc, argv);
+  }
+  int R = ngpu;
+  lasp::index_t N = 32768;
+  int iters = 10;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--gpus") R = std::max(1, std::min(ngpu, std::atoi(argv[i + 1])));
+    else if (a == "--tokens") N = std::atoll(argv[i + 1]);
+    else if (a == "--iters") iters = std::max(1, std::atoi(argv[i + 1]));
+  }
+#ifndef LASP_DEMO_NCCL
+  R = 1;
+#endif
+  setenv("NCCL_NVLS_ENABLE", "0", 0);  // NVLink multicast stays off (shared machines)
+  cudaDeviceProp prop{};
+  DEMO_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("lasp demo: %d x %s, sequence parallel over %d GPU(s)\n", ngpu, prop.name, R);
+  using Chain = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain>;
+  using Gather = lasp::Policy<lasp::decay::PerHead, lasp::schedule::AllGather>;
+  bool pass = check<Chain>(R, 7) && check<Gather>(R, 8);
+  std::printf("\n  %-10s %5s %12s %10s %14s %12s\n", "schedule", "GPUs", "tokens", "step ms", "Mtokens/s", "efficiency");
+  const double t1 = time_step<Chain>(1, N, iters);
+  std::printf("  %-10s %5d %12lld %10.3f %14.1f %12s\n", "single", 1, static_cast<long long>(N), t1, double(N) / t1 * 1e-3, "-");
+  if (R > 1) {
+    const double tc = time_step<Chain>(R, N, iters), tg = time_step<Gather>(R, N, iters);
+    std::printf("  %-10s %5d %12lld %10.3f %14.1f %11.1f%%\n", "chain", R, static_cast<long long>(N * R), tc,
+                double(N * R) / tc * 1e-3, 100.0 * t1 / tc);
+    std::printf("  %-10s %5d %12lld %10.3f %14.1f %11.1f%%\n", "all-gather", R, static_cast<long long>(N * R), tg,
+                double(N * R) / tg * 1e-3, 100.0 * t1 / tg);
+    pass = pass && tc > 0 && tg > 0;
+  }
+  pass = pass && t1 > 0;
+  std::printf("\n  (S-shape per GPU: B=1, H=16, D=E=128, bf16, per-head decay; efficiency = 1-GPU step / R-GPU step)\n");
+  std::printf("lasp demo: %s\n", pass ? "PASS" : "FAIL");
+  return pass ? 0 : 1;
+}
