@@ -185,7 +185,7 @@ using PerHeadCache = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain, l
 using GateP = lasp::Policy<lasp::decay::Gate>;
 using NoneP = lasp::Policy<lasp::decay::None>;
 
-struct ShapeDef { const char* name; index_t B, N, H, D; };
+struct ShapeDef { std::string name; index_t B, N, H, D; };
 const ShapeDef kShapes[] = {
     {"S32K", 1, 32768, 16, 128}, {"S128K", 1, 131072, 16, 128}, {"S8K-B4", 4, 8192, 32, 128}, {"S32K-d64", 1, 32768, 32, 64}};
 
@@ -210,10 +210,7 @@ int register_all() {
   reg<GateP>("gate", kShapes[0]);
   reg<NoneP>("none", kShapes[0]);
   for (index_t n : {4096, 8192, 16384, 65536}) {
-    const std::string nm = "N" + std::to_string(n / 1024) + "K";
-    static std::vector<std::string> keep;
-    keep.push_back(nm);
-    reg<PerHead>("sweep", ShapeDef{keep.back().c_str(), 1, n, 16, 128});
+    reg<PerHead>("sweep", ShapeDef{"N" + std::to_string(n / 1024) + "K", 1, n, 16, 128});
   }
   return 0;
 }

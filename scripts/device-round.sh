@@ -45,6 +45,8 @@ find_bin() { find "$bin" -name "$1" -type f -perm -u+x | head -1; }
 gpu_tests=$(find_bin lasp_tests_gpu)
 mgpu_tests=$(find_bin lasp_tests_multigpu)
 bench_bin=$(find_bin lasp_bench)
+bench_sp_bin=$(find_bin lasp_bench_sp)
+mpi_bin=$(find_bin lasp_mpi_example)
 demo_bin=$(find_bin lasp_demo)
 
 status=0
@@ -64,13 +66,25 @@ if [ $sanitize -eq 1 ] && [ -n "$gpu_tests" ]; then
   run racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$gpu_tests" -tc='*sanitizer*'
 fi
 [ -n "$demo_bin" ] && run demo "$demo_bin"
+if [ "$ngpu" -ge 2 ] && [ -n "$mpi_bin" ] && command -v mpirun >/dev/null 2>&1; then
+  # One process per GPU; MPI only bootstraps the NCCL id. SP x DP when there are 4 GPUs.
+  run mpi mpirun --allow-run-as-root --oversubscribe -np "$ngpu" -x NCCL_NVLS_ENABLE "$mpi_bin"
+  [ "$ngpu" -ge 4 ] && run mpi_spxdp mpirun --allow-run-as-root --oversubscribe -np "$ngpu" -x NCCL_NVLS_ENABLE "$mpi_bin" --sp 2
+fi
 if [ $bench -eq 1 ] && [ -n "$bench_bin" ]; then
   run bench "$bench_bin" --benchmark_filter="$filter" --benchmark_out="$out/bench.json" --benchmark_out_format=json
+fi
+if [ $bench -eq 1 ] && [ -n "$bench_sp_bin" ] && [ "$ngpu" -ge 2 ]; then
+  run bench_sp "$bench_sp_bin" --json "$out/bench_sp.json"
 fi
 
 echo
 echo "== round summary (commit $commit) =="
 printf '%s\n' "${summary[@]}"
+if [ -f "$out/bench_sp.log" ]; then
+  echo
+  sed -n '/== weak scaling/,$p' "$out/bench_sp.log"
+fi
 if [ -f "$out/bench.log" ]; then
   echo
   grep -E "^device:" "$out/bench.log"

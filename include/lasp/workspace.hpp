@@ -23,7 +23,7 @@ struct WorkspaceLayout {
   float* M = nullptr;         // [A | M] backward summary (B*H + B*H*D*E)
   float* G = nullptr;         // (B,H,D,E) gradient of the state leaving this rank
   float* dc = nullptr;        // (B*H) gates: this rank's total dLoss/dc; then (B*H) suffix from later ranks
-  float* dc_gathered = nullptr;  // R x (B*H) for the all-gather schedule
+  float* dc_gathered = nullptr;  // R x (B*H): gates' dc totals of every rank
   void* backend_scratch = nullptr;
   std::size_t bytes = 0;
 
@@ -53,7 +53,7 @@ struct WorkspaceLayout {
     M = reinterpret_cast<float*>(take(summary));
     G = reinterpret_cast<float*>(take(state));
     dc = reinterpret_cast<float*>(take(std::size_t(2 * bh) * sizeof(float)));
-    dc_gathered = reinterpret_cast<float*>(take(gather ? std::size_t(bh) * s.R * sizeof(float) : 0));
+    dc_gathered = reinterpret_cast<float*>(take(std::size_t(bh) * s.R * sizeof(float)));
     backend_scratch = take(extra_scratch);
     bytes = off;
   }

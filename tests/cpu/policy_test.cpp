@@ -23,7 +23,9 @@ TEST_CASE("describe<Policy>() names the decay, schedule, caching and tile") {
   CHECK(std::set<std::string>{a, b, c}.size() == 3);
 }
 
-TEST_CASE("workspace_size grows with R for AllGather and not for Chain") {
+// Chain keeps one state in flight whatever R is; only the gates' per-(b,h) dc totals (R*B*H
+// floats, all-gathered by both schedules) grow with R. AllGather needs R summaries.
+TEST_CASE("workspace_size grows with R by whole states for AllGather, not for Chain") {
   comm::HostSingle single;
   using PC = Policy<decay::Gate, schedule::Chain>;
   using PA = Policy<decay::Gate, schedule::AllGather>;
@@ -35,7 +37,9 @@ TEST_CASE("workspace_size grows with R for AllGather and not for Chain") {
   for (int R = 2; R <= 8; ++R) {
     CAPTURE(R);
     s.R = R;
-    CHECK(workspace_size<PC, float>(s, single) == chain1);
+    const std::size_t dc_bytes = std::size_t(R * s.B * s.H) * sizeof(float);
+    CHECK(workspace_size<PC, float>(s, single) <= chain1 + dc_bytes + 256);
+    CHECK(workspace_size<PC, float>(s, single) < chain1 + summary);
     const std::size_t ag = workspace_size<PA, float>(s, single);
     CHECK(ag > prev);
     // Room for R gathered summaries: one more per extra rank (regions are 256-byte aligned).

@@ -70,22 +70,12 @@ struct Scan<schedule::Chain> {
     return Status::kSuccess;
   }
 
-  /// Reverse exclusive sum of per-(b,h) scalars: suffix = sum over later ranks of total.
+  /// Reverse exclusive sum of per-(b,h) scalars (gates' dg): suffix = sum over later ranks of
+  /// total. Defined after Scan<AllGather>: B*H floats are cheaper to all-gather in one collective
+  /// than to pass along R-1 dependent hops at the end of backward.
   template <class Backend, class Comm, class Stream>
-  static Status suffix_sum(Comm& comm, index_t bh, const float* total, float* suffix, float* tmp,
-                           float* /*gathered*/, Stream s) {
-    const int r = comm.rank(), R = comm.size();
-    if (r == R - 1) {
-      LASP_RETURN_IF_ERROR(Backend::zero(suffix, std::size_t(bh), s));
-    } else {
-      LASP_RETURN_IF_ERROR(comm.recv(suffix, std::size_t(bh), r + 1, s));
-    }
-    if (r > 0) {
-      LASP_RETURN_IF_ERROR(Backend::combine(tmp, nullptr, suffix, total, bh, 1, s));
-      LASP_RETURN_IF_ERROR(comm.send(tmp, std::size_t(bh), r - 1, s));
-    }
-    return Status::kSuccess;
-  }
+  static Status suffix_sum(Comm& comm, index_t bh, const float* total, float* suffix, float* tmp, float* gathered,
+                           Stream s);
 };
 
 /// All-gather (LASP-2): every rank gathers all summaries and folds its own prefix (suffix in
@@ -151,5 +141,11 @@ struct Scan<schedule::AllGather> {
     return Status::kSuccess;
   }
 };
+
+template <class Backend, class Comm, class Stream>
+Status Scan<schedule::Chain>::suffix_sum(Comm& comm, index_t bh, const float* total, float* suffix, float* tmp,
+                                         float* gathered, Stream s) {
+  return Scan<schedule::AllGather>::suffix_sum<Backend>(comm, bh, total, suffix, tmp, gathered, s);
+}
 
 }  // namespace lasp::sched
