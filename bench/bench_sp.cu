@@ -6,7 +6,8 @@
 //   state hops    nccl-tests style: ring hop of 1 MiB and 4 KiB, a chain of dependent 1 MiB hops,
 //                 all-gather of 1 MiB per rank (time, algorithm bandwidth);
 //   capacity      forward+backward at 2M tokens per GPU on every GPU, peak memory, workspace share.
-// Prints tables; --json FILE writes the figures. Needs >= 1 GPU (hops need >= 2).
+// "chain+ovl" is schedule::ChainOverlap (backward scan on the side stream). Efficiencies are
+// against the 1-GPU chain step. Prints tables; --json FILE writes the figures. Needs >= 1 GPU (hops need >= 2).
 //   lasp_bench_sp [--gpus G] [--quick] [--json FILE] [--no-capacity]
 #include <cuda_bf16.h>
 #include <nccl.h>
@@ -183,6 +184,7 @@ void on_gpus(int G, const std::function<void(int, lasp::comm::Nccl&, Barrier&)>&
 
 using Chain = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain>;
 using Gather = lasp::Policy<lasp::decay::PerHead, lasp::schedule::AllGather>;
+using ChainOv = lasp::Policy<lasp::decay::PerHead, lasp::schedule::ChainOverlap>;
 
 std::string json;
 void jrow(const std::string& s) { json += (json.empty() ? "" : ",\n") + s; }
@@ -196,24 +198,30 @@ void weak_scaling(int maxG, const std::vector<index_t>& Ns, std::vector<Row>& ro
         rk.alloc(N, std::max(lasp::workspace_size<Chain, bf>(s, c), lasp::workspace_size<Gather, bf>(s, c)));
         const int iters = N >= 131072 ? 5 : 10;
         NullComm nc{r, G};
-        Row chain{"chain", G, N, {}, {}}, gather{"all-gather", G, N, {}, {}};
+        Row chain{"chain", G, N, {}, {}}, gather{"all-gather", G, N, {}, {}}, chain_ov{"chain+ovl", G, N, {}, {}};
         auto rec = [&](Times t, Times& into) {  // slowest rank
           static std::mutex mu;
           std::lock_guard<std::mutex> lk(mu);
           into.fwd = std::max(into.fwd, t.fwd); into.bwd = std::max(into.bwd, t.bwd); into.step = std::max(into.step, t.step);
         };
-        static Times shared[4];
+        static Times shared[5];
         for (auto& x : shared) x = {};
         bar.wait();
         rec(time_rank<Chain>(rk, c, G, iters, bar), shared[0]);
         rec(time_rank<Chain>(rk, nc, G, iters, bar), shared[1]);
         rec(time_rank<Gather>(rk, c, G, iters, bar), shared[2]);
         rec(time_rank<Gather>(rk, nc, G, iters, bar), shared[3]);
+        if (G > 1) rec(time_rank<ChainOv>(rk, c, G, iters, bar), shared[4]);
         bar.wait();
         if (r == 0) {
           chain.t = shared[0]; chain.nocomm = shared[1]; gather.t = shared[2]; gather.nocomm = shared[3];
           rows.push_back(chain);
           rows.push_back(gather);
+          if (G > 1) {
+            chain_ov.t = shared[4];
+            chain_ov.nocomm = shared[1];
+            rows.push_back(chain_ov);
+          }
         }
         bar.wait();
         rk.release();
@@ -329,7 +337,7 @@ int main(int argc, char** argv) {
   for (const Row& x : rows) {
     double base = 0;
     for (const Row& y : rows)
-      if (y.G == 1 && y.N == x.N && y.what == x.what) base = y.t.step;
+      if (y.G == 1 && y.N == x.N && y.what == "chain") base = y.t.step;
     std::printf("  %-10s %4d %8lld %9.3f %9.3f %9.3f %6.1f%% %12.3f %12.1f\n", x.what.c_str(), x.G,
                 static_cast<long long>(x.N), x.t.fwd, x.t.bwd, x.t.step, 100.0 * base / x.t.step, x.nocomm.step,
                 1e3 * (x.t.step - x.nocomm.step));

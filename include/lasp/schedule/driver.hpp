@@ -45,7 +45,7 @@ struct Ctx {
 
 template <class Policy, class Backend, class T>
 detail::WorkspaceLayout layout(const Shape& s, void* base = nullptr) {
-  return detail::WorkspaceLayout(s, std::is_same_v<typename Policy::Schedule, schedule::AllGather>,
+  return detail::WorkspaceLayout(s, std::is_base_of_v<schedule::AllGather, typename Policy::Schedule>,
                                  Backend::template reserve_bytes<Policy, T>(s),
                                  Backend::template scratch_bytes<Policy, T>(s), base);
 }
@@ -103,15 +103,17 @@ Status backward(const BackwardArgs<T, typename Policy::Decay>& a, Comm& comm, Wo
   // 1. M_r from the forward's incoming state P_r (kept in the reserve) and this rank's q, do.
   LASP_RETURN_IF_ERROR(Backend::copy(c.lay.M, c.lay.A(), std::size_t(d.bh), stream));
   LASP_RETURN_IF_ERROR(Backend::template backward_summary<Policy>(a, c.lay.P, c.lay.M + d.bh, c));
-  // 2. Reverse scan: G_r = gradient of the state leaving this rank. On a side stream where the
-  //    communicator has one, so that the rank-local work that needs only P_r overlaps it.
+  // 2. Reverse scan: G_r = gradient of the state leaving this rank. With an overlapped schedule
+  //    and a communicator that has a side stream, the scan runs there while the rank-local work
+  //    that needs only P_r runs on `stream`.
+  constexpr bool kSide = Policy::Schedule::kOverlapBackward && has_side_stream<Comm>::value;
   typename Comm::stream_type side = stream;
-  if constexpr (has_side_stream<Comm>::value) LASP_RETURN_IF_ERROR(comm.fork(stream, &side));
+  if constexpr (kSide) LASP_RETURN_IF_ERROR(comm.fork(stream, &side));
   LASP_RETURN_IF_ERROR((S::template backward<Backend>(comm, d, c.lay.M, c.lay.G, last ? a.d_final_state : nullptr,
                                                       r == 0 ? a.d_initial_state : nullptr, c.lay.tmp,
                                                       c.lay.gathered, side)));
   LASP_RETURN_IF_ERROR(Backend::template backward_local<Policy>(a, c.lay.P, c));
-  if constexpr (has_side_stream<Comm>::value) LASP_RETURN_IF_ERROR(comm.join(stream));
+  if constexpr (kSide) LASP_RETURN_IF_ERROR(comm.join(stream));
   // 3. Rank-local gradients. The final-state term of dg needs S_final = A P + L on the last rank.
   const float* s_final = nullptr;
   if constexpr (Policy::Decay::kHasGradient) {

@@ -148,4 +148,10 @@ Status Scan<schedule::Chain>::suffix_sum(Comm& comm, index_t bh, const float* to
   return Scan<schedule::AllGather>::suffix_sum<Backend>(comm, bh, total, suffix, tmp, gathered, s);
 }
 
+/// The overlapped variants scan the same way; only where the driver runs the backward scan differs.
+template <>
+struct Scan<schedule::ChainOverlap> : Scan<schedule::Chain> {};
+template <>
+struct Scan<schedule::AllGatherOverlap> : Scan<schedule::AllGather> {};
+
 }  // namespace lasp::sched
