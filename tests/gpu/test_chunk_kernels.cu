@@ -27,6 +27,8 @@ template <class Elem> struct Limits;
 // q.dq - k.dk, which cancels: it gets twice the limit.
 template <> struct Limits<lasp::bf16> { static constexpr double kOut = 1.6e-2, kDg = 3.2e-2; };
 template <> struct Limits<lasp::fp16> { static constexpr double kOut = 2.5e-3, kDg = 5e-3; };
+// fp32 elements are rounded to bf16 for the tensor cores (documented): the bf16 limits apply.
+template <> struct Limits<float> { static constexpr double kOut = 1.6e-2, kDg = 3.2e-2; };
 
 template <class Elem, class Policy>
 void run_case(const Case& c, std::uint32_t seed) {
@@ -95,6 +97,16 @@ TEST_CASE_TEMPLATE("gpu chunk kernels match the reference: per-head decay", Elem
 }
 TEST_CASE_TEMPLATE("gpu chunk kernels match the reference: per-token gates", Elem, lasp::bf16, lasp::fp16) {
   run_all<Elem, lasp::decay::Gate>();
+}
+
+// fp32 inputs and outputs (bf16 operand precision inside, fp32 accumulation and states).
+TEST_CASE("gpu chunk kernels match the reference: fp32 elements, every decay") {
+  std::uint32_t seed = 300;
+  for (const Case& c : kCases) {
+    run_case<float, lasp::Policy<lasp::decay::PerHead>>(c, seed++);
+    run_case<float, lasp::Policy<lasp::decay::Gate, lasp::schedule::Chain, lasp::caching::Cache>>(c, seed++);
+  }
+  run_case<float, lasp::Policy<lasp::decay::None>>(kCases[3], seed++);
 }
 
 TEST_CASE("gpu: explicit segment splits and state caching give the same answers") {

@@ -36,12 +36,15 @@
 
 namespace lasp::cuda {
 
-/// The 16-bit mma operand type of an element type; void where the CUDA backend has no kernels.
+/// The device element type the kernels are instantiated for; void where there are none.
+/// (lasp::bf16 / lasp::fp16 share the layout of __nv_bfloat16 / __half.) fp32 elements are read
+/// and written as fp32 and rounded to bf16 for the tensor cores (kernel::op_for).
 template <class T> struct op_of { using type = void; };
 template <> struct op_of<__nv_bfloat16> { using type = __nv_bfloat16; };
 template <> struct op_of<__half> { using type = __half; };
 template <> struct op_of<lasp::bf16> { using type = __nv_bfloat16; };
 template <> struct op_of<lasp::fp16> { using type = __half; };
+template <> struct op_of<float> { using type = float; };
 template <class T> using op_t = typename op_of<std::remove_const_t<T>>::type;
 
 /// How a rank's N tokens split into segments (one CTA walks one segment of one (b,h)).
@@ -148,13 +151,13 @@ struct Backend {
   template <class Policy, class T>
   static Status check_forward(const ForwardArgs<T, typename Policy::Decay>& a) {
     static_assert(!std::is_void_v<op_t<T>>,
-                  "The CUDA backend takes bf16 or fp16 elements (__nv_bfloat16, __half, lasp::bf16, lasp::fp16).");
+                  "The CUDA backend takes __nv_bfloat16, __half, lasp::bf16, lasp::fp16 or float elements.");
     return check_common<Policy>(a.shape);
   }
   template <class Policy, class T>
   static Status check_backward(const BackwardArgs<T, typename Policy::Decay>& a) {
     static_assert(!std::is_void_v<op_t<T>>,
-                  "The CUDA backend takes bf16 or fp16 elements (__nv_bfloat16, __half, lasp::bf16, lasp::fp16).");
+                  "The CUDA backend takes __nv_bfloat16, __half, lasp::bf16, lasp::fp16 or float elements.");
     return check_common<Policy>(a.shape);
   }
   // The header lives in device memory: reading it back would synchronise, so forward/backward
@@ -202,7 +205,7 @@ struct Backend {
   static Status summary_and_fold(const Params& p, float* AL, index_t bh, cudaStream_t s) {
     using Decay = typename Policy::Decay;
     constexpr int C = 64;
-    LASP_RETURN_IF_ERROR((launch<kernel::fwd_summary<Op, Decay, D, E, C>>(sizeof(kernel::SumSmem<Op, D, E, C>), p, s)));
+    LASP_RETURN_IF_ERROR((launch<kernel::fwd_summary<Op, Decay, D, E, C>>(sizeof(kernel::SumSmem<kernel::op_for_t<Op>, D, E, C>), p, s)));
     const dim3 grid(unsigned(bh), unsigned((D * E + 255) / 256));
     kernel::fold_segments<false><<<grid, 256, 0, s>>>(p.seg_S, p.seg_A, p.seg_Apre, p.nseg, bh, D * E, AL,
                                                       AL ? AL + bh : nullptr);
@@ -236,7 +239,7 @@ struct Backend {
     struct type {
       template <class Params>
       static Status run(const Params& p, const cudaStream_t& s) {
-        return launch<kernel::fwd_output<Op, typename Policy::Decay, D, E, 64>>(sizeof(kernel::FwdSmem<Op, D, E, 64>), p, s);
+        return launch<kernel::fwd_output<Op, typename Policy::Decay, D, E, 64>>(sizeof(kernel::FwdSmem<kernel::op_for_t<Op>, D, E, 64>), p, s);
       }
     };
   };
@@ -248,7 +251,7 @@ struct Backend {
       static Status run(const Params& p, float* const& M, const index_t& bh, const cudaStream_t& s) {
         if constexpr (!Policy::Caching::kCache) LASP_RETURN_IF_ERROR((summary_and_fold<Policy, Op, D, E>(p, nullptr, bh, s)));
         LASP_RETURN_IF_ERROR((launch<kernel::bwd_summary<Op, typename Policy::Decay, D, E, 64>>(
-            sizeof(kernel::SumSmem<Op, D, E, 64>), p, s)));
+            sizeof(kernel::SumSmem<kernel::op_for_t<Op>, D, E, 64>), p, s)));
         const dim3 grid(unsigned(bh), unsigned((D * E + 255) / 256));
         kernel::fold_segments<true><<<grid, 256, 0, s>>>(p.seg_M, p.seg_A, p.seg_Apost, p.nseg, bh, D * E, nullptr, M);
         LASP_LAUNCH_CHECK(s);
@@ -262,7 +265,7 @@ struct Backend {
     struct type {
       template <class Params>
       static Status run(const Params& p, const cudaStream_t& s) {
-        return launch<kernel::bwd_dq<Op, typename Policy::Decay, D, E, 64>>(sizeof(kernel::DqSmem<Op, D, E, 64>), p, s);
+        return launch<kernel::bwd_dq<Op, typename Policy::Decay, D, E, 64>>(sizeof(kernel::DqSmem<kernel::op_for_t<Op>, D, E, 64>), p, s);
       }
     };
   };
@@ -272,7 +275,7 @@ struct Backend {
     struct type {
       template <class Params>
       static Status run(const Params& p, const cudaStream_t& s) {
-        return launch<kernel::bwd_dkdv<Op, typename Policy::Decay, D, E, 64>>(sizeof(kernel::BwdSmem<Op, D, E, 64>), p, s);
+        return launch<kernel::bwd_dkdv<Op, typename Policy::Decay, D, E, 64>>(sizeof(kernel::BwdSmem<kernel::op_for_t<Op>, D, E, 64>), p, s);
       }
     };
   };

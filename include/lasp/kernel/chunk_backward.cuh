@@ -109,7 +109,7 @@ template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) bwd_summary(const ChunkParams<T, Decay> p) {
   constexpr int MT = D / 64, NT = E / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<SumSmem<T, D, E, C>*>(smem_raw);  // k <- Q, v <- dO
+  auto& sm = *reinterpret_cast<SumSmem<op_for_t<T>, D, E, C>*>(smem_raw);  // k <- Q, v <- dO
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int seg = blockIdx.x;
   const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
@@ -169,7 +169,7 @@ template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p) {
   constexpr int DW = D / 4, MS = DW / 16, NS = E / 8, NQ = DW / 8, MO = C / 16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<DqSmem<T, D, E, C>*>(smem_raw);
+  auto& sm = *reinterpret_cast<DqSmem<op_for_t<T>, D, E, C>*>(smem_raw);
   if (p.status && *p.status) return;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, t4 = lane & 3;
   const int seg = blockIdx.x;
@@ -218,9 +218,9 @@ __global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p
       cp_async_wait<0>();
     }
     __syncthreads();
-    const T* sk = sm.k[buf];
-    const T* sv = sm.v[buf];
-    const T* sdo = sm.dO[buf];
+    const op_for_t<T>* sk = sm.k[buf];
+    const op_for_t<T>* sv = sm.v[buf];
+    const op_for_t<T>* sdo = sm.dO[buf];
     const float* g = sm.g[buf];
     {  // masked dO V^T, this warp's 16 rows
       float A[1][C / 8][4];
@@ -252,15 +252,15 @@ __global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p
         #pragma unroll
         for (int j = 0; j < NQ; ++j) {
           const int c = 8 * j + 2 * t4;
-          if (r0 < len) *reinterpret_cast<std::uint32_t*>(dq + index_t(r0) * p.dq.stride_n + c) = MmaOp<T>::pack(dQ[i][j][0], dQ[i][j][1]);
-          if (r1 < len) *reinterpret_cast<std::uint32_t*>(dq + index_t(r1) * p.dq.stride_n + c) = MmaOp<T>::pack(dQ[i][j][2], dQ[i][j][3]);
+          if (r0 < len) store2(dq + index_t(r0) * p.dq.stride_n + c, dQ[i][j][0], dQ[i][j][1]);
+          if (r1 < len) store2(dq + index_t(r1) * p.dq.stride_n + c, dQ[i][j][2], dQ[i][j][3]);
           if constexpr (Decay::kHasGradient) {
             if (r0 < len) {
-              const float2 q = MmaOp<T>::unpack(*reinterpret_cast<const std::uint32_t*>(qg + index_t(r0) * p.q.stride_n + c));
+              const float2 q = load2(qg + index_t(r0) * p.q.stride_n + c);
               s0 += q.x * dQ[i][j][0] + q.y * dQ[i][j][1];
             }
             if (r1 < len) {
-              const float2 q = MmaOp<T>::unpack(*reinterpret_cast<const std::uint32_t*>(qg + index_t(r1) * p.q.stride_n + c));
+              const float2 q = load2(qg + index_t(r1) * p.q.stride_n + c);
               s1 += q.x * dQ[i][j][2] + q.y * dQ[i][j][3];
             }
           }
@@ -294,7 +294,7 @@ template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) bwd_dkdv(const ChunkParams<T, Decay> p) {
   constexpr int MT = D / 64, NT = E / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<BwdSmem<T, D, E, C>*>(smem_raw);
+  auto& sm = *reinterpret_cast<BwdSmem<op_for_t<T>, D, E, C>*>(smem_raw);
   if (p.status && *p.status) return;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2;
   const int seg = blockIdx.x;

@@ -35,7 +35,7 @@ template <class T, class Decay, int D, int E, int C>
 __global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Decay> p) {
   constexpr int MT = D / 64, NT = E / 8;  // per warp: D/4 rows = MT m-tiles
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<SumSmem<T, D, E, C>*>(smem_raw);
+  auto& sm = *reinterpret_cast<SumSmem<op_for_t<T>, D, E, C>*>(smem_raw);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int seg = blockIdx.x;
   const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
   constexpr int MO = C / 16;            // output row tiles (all rows)
   static_assert(C == 16 * (kThreads / 32), "each warp owns 16 rows of the chunk's scores");
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<FwdSmem<T, D, E, C>*>(smem_raw);
+  auto& sm = *reinterpret_cast<FwdSmem<op_for_t<T>, D, E, C>*>(smem_raw);
   if (p.status && *p.status) return;  // a device-side check failed: leave outputs untouched
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, t4 = lane & 3;
   const int seg = blockIdx.x;
@@ -157,9 +157,9 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
       cp_async_wait<0>();
     }
     __syncthreads();
-    const T* sq = sm.q[buf];
-    const T* sk = sm.k[buf];
-    const T* sv = sm.v[buf];
+    const op_for_t<T>* sq = sm.q[buf];
+    const op_for_t<T>* sk = sm.k[buf];
+    const op_for_t<T>* sv = sm.v[buf];
     const float* g = sm.g[buf];
     // Intra-chunk scores of this warp's rows, masked by M_ij = exp(g_i - g_j) (j <= i), times scale.
     {
@@ -174,8 +174,8 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
         const float gc0 = g[c], gc1 = g[c + 1];
         const float w00 = c <= r0 ? p.scale * __expf(g0 - gc0) : 0.f, w01 = c + 1 <= r0 ? p.scale * __expf(g0 - gc1) : 0.f;
         const float w10 = c <= r1 ? p.scale * __expf(g1 - gc0) : 0.f, w11 = c + 1 <= r1 ? p.scale * __expf(g1 - gc1) : 0.f;
-        *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r0, c)) = MmaOp<T>::pack(A[0][j][0] * w00, A[0][j][1] * w01);
-        *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r1, c)) = MmaOp<T>::pack(A[0][j][2] * w10, A[0][j][3] * w11);
+        *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r0, c)) = MmaOp<op_for_t<T>>::pack(A[0][j][0] * w00, A[0][j][1] * w01);
+        *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r1, c)) = MmaOp<op_for_t<T>>::pack(A[0][j][2] * w10, A[0][j][3] * w11);
       }
     }
     __syncthreads();
@@ -197,8 +197,8 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
         #pragma unroll
         for (int j = 0; j < NS; ++j) {
           const int c = 8 * j + 2 * t4;
-          if (r0 < len) *reinterpret_cast<std::uint32_t*>(o + index_t(r0) * p.o.stride_n + c) = MmaOp<T>::pack(O[i][j][0], O[i][j][1]);
-          if (r1 < len) *reinterpret_cast<std::uint32_t*>(o + index_t(r1) * p.o.stride_n + c) = MmaOp<T>::pack(O[i][j][2], O[i][j][3]);
+          if (r0 < len) store2(o + index_t(r0) * p.o.stride_n + c, O[i][j][0], O[i][j][1]);
+          if (r1 < len) store2(o + index_t(r1) * p.o.stride_n + c, O[i][j][2], O[i][j][3]);
         }
       }
     }

@@ -19,6 +19,8 @@ struct Swz {
   LASP_DEVICE static int off(int r, int c) { return r * Cols + ((((c >> 3) ^ r) & 7) | ((c >> 3) & ~7)) * 8 + (c & 7); }
 };
 
+template <class T> struct MmaOp;
+
 LASP_DEVICE index_t imin(index_t a, index_t b) { return a < b ? a : b; }
 
 LASP_DEVICE std::uint32_t smem_u32(const void* p) { return static_cast<std::uint32_t>(__cvta_generic_to_shared(p)); }
@@ -33,16 +35,31 @@ template <int N>
 LASP_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 /// Load rows [0, Rows) x cols [0, Cols) of a global (row stride `ld` elements) into a swizzled
-/// tile; rows >= valid_rows are zero-filled. All `Threads` threads take part.
-template <int Rows, int Cols, int Threads, class T>
-LASP_DEVICE void load_tile_async(T* s, const T* g, index_t ld, int valid_rows, int tid) {
+/// 16-bit tile; rows >= valid_rows are zero-filled. All `Threads` threads take part. 16-bit
+/// sources are copied with cp.async; fp32 sources are read into registers and rounded to the
+/// tile's type (their loads complete before the tile is stored, so they do not overlap).
+template <int Rows, int Cols, int Threads, class T, class G>
+LASP_DEVICE void load_tile_async(T* s, const G* g, index_t ld, int valid_rows, int tid) {
   static_assert(sizeof(T) == 2, "16-bit tiles");
   constexpr int kChunks = Rows * Cols / 8;
   #pragma unroll
   for (int i = tid; i < kChunks; i += Threads) {
     const int r = i / (Cols / 8), c = (i % (Cols / 8)) * 8;
     const bool ok = r < valid_rows;
-    cp_async16(s + Swz<Cols>::off(r, c), g + (ok ? index_t(r) * ld + c : 0), ok);
+    if constexpr (std::is_same_v<G, T>) {
+      cp_async16(s + Swz<Cols>::off(r, c), g + (ok ? index_t(r) * ld + c : 0), ok);
+    } else {
+      static_assert(std::is_same_v<G, float>, "16-bit tiles load from the same type or from fp32");
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+      if (ok) {
+        a = *reinterpret_cast<const float4*>(g + index_t(r) * ld + c);
+        b = *reinterpret_cast<const float4*>(g + index_t(r) * ld + c + 4);
+      }
+      uint4 v;
+      v.x = MmaOp<T>::pack(a.x, a.y); v.y = MmaOp<T>::pack(a.z, a.w);
+      v.z = MmaOp<T>::pack(b.x, b.y); v.w = MmaOp<T>::pack(b.z, b.w);
+      *reinterpret_cast<uint4*>(s + Swz<Cols>::off(r, c)) = v;
+    }
   }
 }
 
@@ -57,7 +74,6 @@ LASP_DEVICE void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* p) {
                : "r"(smem_u32(p)));
 }
 
-template <class T> struct MmaOp;
 template <> struct MmaOp<__nv_bfloat16> {
   LASP_DEVICE static void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -89,6 +105,25 @@ template <> struct MmaOp<__half> {
 
 /// No per-k scaling of the A operand.
 struct NoKScale {};
+
+/// The 16-bit tensor-core operand type for a global element type G: bf16 and fp16 as they are;
+/// fp32 inputs are rounded to bf16 when staged in shared memory (bf16 operand precision, fp32
+/// accumulation and states; range of fp32).
+template <class G> struct op_for { using type = G; };
+template <> struct op_for<float> { using type = __nv_bfloat16; };
+template <class G> using op_for_t = typename op_for<G>::type;
+
+/// Two consecutive elements of global type G to / from fp32.
+template <class G>
+LASP_DEVICE void store2(G* p, float a, float b) {
+  if constexpr (std::is_same_v<G, float>) *reinterpret_cast<float2*>(p) = make_float2(a, b);
+  else *reinterpret_cast<std::uint32_t*>(p) = MmaOp<G>::pack(a, b);
+}
+template <class G>
+LASP_DEVICE float2 load2(const G* p) {
+  if constexpr (std::is_same_v<G, float>) return *reinterpret_cast<const float2*>(p);
+  else return MmaOp<G>::unpack(*reinterpret_cast<const std::uint32_t*>(p));
+}
 
 /// acc[MT][NT] (+)= A[m0 : m0+16 MT, 0:K] * B[0:K, n0 : n0+8 NT] for one warp.
 ///   A_KM = false: A stored row-major [M][K] (tile of KA columns); true: stored [K][M] (tile of KA columns = M extent).
@@ -240,8 +275,8 @@ LASP_DEVICE void store_acc_global(Op* g, index_t ld, const float (&acc)[1][NT][4
   #pragma unroll
   for (int j = 0; j < NT; ++j) {
     const int c = 8 * j + 2 * t4;
-    if (r0 < valid_rows) *reinterpret_cast<std::uint32_t*>(g + index_t(r0) * ld + c) = MmaOp<Op>::pack(acc[0][j][0], acc[0][j][1]);
-    if (r1 < valid_rows) *reinterpret_cast<std::uint32_t*>(g + index_t(r1) * ld + c) = MmaOp<Op>::pack(acc[0][j][2], acc[0][j][3]);
+    if (r0 < valid_rows) store2(g + index_t(r0) * ld + c, acc[0][j][0], acc[0][j][1]);
+    if (r1 < valid_rows) store2(g + index_t(r1) * ld + c, acc[0][j][2], acc[0][j][3]);
   }
 }
 
