@@ -121,7 +121,7 @@ void run(benchmark::State& state, index_t B, index_t N, index_t H, index_t D, Pa
     else return {};
   };
   auto once = [&](int i, Pass p) {
-    const IoSet& s = sets[std::size_t(i % nsets)];
+    const IoSet& s = sets[std::size_t((i < 0 ? 0 : i) % nsets)];  // i = -1: the priming forward
     lasp::ForwardArgs<bf16, Decay> fa{shape,
                                       lasp::token_major<const bf16>(s.q, N, H, D),
                                       lasp::token_major<const bf16>(s.k, N, H, D),

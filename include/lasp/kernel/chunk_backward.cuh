@@ -11,6 +11,7 @@
 //                dS <- exp(G) dS + scale (diag(exp(g)) Q)^T dO                       (reads Q, K, V, dO)
 //                gates: dc_t = q.dq - k.dk, reverse-summed within the segment into dg.
 #include "chunk_forward.cuh"
+#include "tile_ops.cuh"
 
 namespace lasp::kernel {
 
@@ -52,57 +53,6 @@ LASP_DEVICE void row_dots(const float (&A)[1][NT][4], const T* s, int m0, int la
   }
   d0 += __shfl_xor_sync(0xffffffffu, d0, 1); d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
   d1 += __shfl_xor_sync(0xffffffffu, d1, 1); d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
-}
-
-template <int MT, int NT>
-LASP_DEVICE void scale_acc(float (&a)[MT][NT][4], float f) {
-  #pragma unroll
-  for (int i = 0; i < MT; ++i)
-    #pragma unroll
-    for (int j = 0; j < NT; ++j)
-      #pragma unroll
-      for (int e = 0; e < 4; ++e) a[i][j][e] *= f;
-}
-
-/// Load the fp32 state a * X + Y (rows of this warp) into accumulator layout. X may be null.
-template <int MT, int NT, int D, int E>
-LASP_DEVICE void load_state(float (&S)[MT][NT][4], float a, const float* X, const float* Y, int warp, int lane) {
-  const int gid = lane >> 2, t4 = lane & 3;
-  #pragma unroll
-  for (int i = 0; i < MT; ++i)
-    #pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const int r = warp * (D / 4) + 16 * i + gid, c = 8 * j + 2 * t4;
-      const float2 y0 = *reinterpret_cast<const float2*>(Y + r * E + c), y1 = *reinterpret_cast<const float2*>(Y + (r + 8) * E + c);
-      float2 x0 = make_float2(0.f, 0.f), x1 = x0;
-      if (X) { x0 = *reinterpret_cast<const float2*>(X + r * E + c); x1 = *reinterpret_cast<const float2*>(X + (r + 8) * E + c); }
-      S[i][j][0] = a * x0.x + y0.x; S[i][j][1] = a * x0.y + y0.y;
-      S[i][j][2] = a * x1.x + y1.x; S[i][j][3] = a * x1.y + y1.y;
-    }
-}
-
-/// Masked scores into this warp's rows of sp: lower (j <= i, forward mask M) or upper (i >= j
-/// seen from the key row, mask M^T) triangle, weight scale * exp(g_row - g_col) or exp(g_col - g_row).
-template <int C, bool Upper, class T>
-LASP_DEVICE void store_masked(T* sp, const float (&A)[1][C / 8][4], const float* g, float scale, int m0, int lane) {
-  const int gid = lane >> 2, t4 = lane & 3;
-  const int r0 = m0 + gid, r1 = r0 + 8;
-  const float g0 = g[r0], g1 = g[r1];
-  #pragma unroll
-  for (int j = 0; j < C / 8; ++j) {
-    const int c = 8 * j + 2 * t4;
-    const float gc0 = g[c], gc1 = g[c + 1];
-    float w00, w01, w10, w11;
-    if constexpr (!Upper) {
-      w00 = c <= r0 ? scale * __expf(g0 - gc0) : 0.f; w01 = c + 1 <= r0 ? scale * __expf(g0 - gc1) : 0.f;
-      w10 = c <= r1 ? scale * __expf(g1 - gc0) : 0.f; w11 = c + 1 <= r1 ? scale * __expf(g1 - gc1) : 0.f;
-    } else {
-      w00 = c >= r0 ? scale * __expf(gc0 - g0) : 0.f; w01 = c + 1 >= r0 ? scale * __expf(gc1 - g0) : 0.f;
-      w10 = c >= r1 ? scale * __expf(gc0 - g1) : 0.f; w11 = c + 1 >= r1 ? scale * __expf(gc1 - g1) : 0.f;
-    }
-    *reinterpret_cast<std::uint32_t*>(sp + Swz<C>::off(r0, c)) = MmaOp<T>::pack(A[0][j][0] * w00, A[0][j][1] * w01);
-    *reinterpret_cast<std::uint32_t*>(sp + Swz<C>::off(r1, c)) = MmaOp<T>::pack(A[0][j][2] * w10, A[0][j][3] * w11);
-  }
 }
 
 template <class T, class Decay, int D, int E, int C>
@@ -178,7 +128,7 @@ __global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p
   const index_t sidx = index_t(seg) * p.B * p.H + bh;
   const int d0 = warp * DW;
   float S[MS][NS][4];
-  load_state<MS, NS, D, E>(S, p.seg_Apre[sidx], p.rank_state + bh * D * E, p.seg_S + sidx * D * E, warp, lane);
+  load_state<MS, NS, E>(S, p.seg_Apre[sidx], p.rank_state + bh * D * E, p.seg_S + sidx * D * E, d0, 0, lane);
   const int m0 = warp * 16;
   ChunkDecay<C, Decay> next_decay;
   auto issue = [&](index_t n0, int buf) {
@@ -236,25 +186,18 @@ __global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p
       float dQ[MO][NQ][4];
       zero_acc(dQ);
       warp_mma_bstate<MO, NQ, E / 16, E>(dQ, sdo, S, lane);  // dO S^T (own column slice of dq)
-      #pragma unroll
-      for (int i = 0; i < MO; ++i) {
-        const float f0 = p.scale * __expf(g[16 * i + gid]), f1 = p.scale * __expf(g[16 * i + gid + 8]);
-        #pragma unroll
-        for (int j = 0; j < NQ; ++j) { dQ[i][j][0] *= f0; dQ[i][j][1] *= f0; dQ[i][j][2] *= f1; dQ[i][j][3] *= f1; }
-      }
+      scale_rows(dQ, lane, [&](int r) { return p.scale * __expf(g[r]); });
       warp_mma<MO, NQ, C, false, true, C, D>(dQ, sm.p, 0, sk, d0, lane);  // + P K
-      T* dq = p.dq.at(b, n0, h) + d0;
-      const T* qg = p.q.at(b, n0, h) + d0;
-      #pragma unroll
-      for (int i = 0; i < MO; ++i) {
-        const int r0 = 16 * i + gid, r1 = r0 + 8;
-        float s0 = 0.f, s1 = 0.f;
+      store_rows<MO, NQ>(p.dq.at(b, n0, h) + d0, p.dq.stride_n, dQ, lane, len);
+      if constexpr (Decay::kHasGradient) {  // q.dq over this warp's columns, summed in shared memory
+        const T* qg = p.q.at(b, n0, h) + d0;
         #pragma unroll
-        for (int j = 0; j < NQ; ++j) {
-          const int c = 8 * j + 2 * t4;
-          if (r0 < len) store2(dq + index_t(r0) * p.dq.stride_n + c, dQ[i][j][0], dQ[i][j][1]);
-          if (r1 < len) store2(dq + index_t(r1) * p.dq.stride_n + c, dQ[i][j][2], dQ[i][j][3]);
-          if constexpr (Decay::kHasGradient) {
+        for (int i = 0; i < MO; ++i) {
+          const int r0 = 16 * i + gid, r1 = r0 + 8;
+          float s0 = 0.f, s1 = 0.f;
+          #pragma unroll
+          for (int j = 0; j < NQ; ++j) {
+            const int c = 8 * j + 2 * t4;
             if (r0 < len) {
               const float2 q = load2(qg + index_t(r0) * p.q.stride_n + c);
               s0 += q.x * dQ[i][j][0] + q.y * dQ[i][j][1];
@@ -264,8 +207,6 @@ __global__ void __launch_bounds__(kThreads) bwd_dq(const ChunkParams<T, Decay> p
               s1 += q.x * dQ[i][j][2] + q.y * dQ[i][j][3];
             }
           }
-        }
-        if constexpr (Decay::kHasGradient) {
           s0 += __shfl_xor_sync(0xffffffffu, s0, 1); s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
           s1 += __shfl_xor_sync(0xffffffffu, s1, 1); s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
           if (t4 == 0) { sm.qdq[warp][r0] = s0; sm.qdq[warp][r1] = s1; }
@@ -302,7 +243,7 @@ __global__ void __launch_bounds__(kThreads) bwd_dkdv(const ChunkParams<T, Decay>
   const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
   const index_t sidx = index_t(seg) * p.B * p.H + bh;
   float dS[MT][NT][4];
-  load_state<MT, NT, D, E>(dS, p.seg_Apost[sidx], p.rank_grad + bh * D * E, p.seg_M + sidx * D * E, warp, lane);
+  load_state<MT, NT, E>(dS, p.seg_Apost[sidx], p.rank_grad + bh * D * E, p.seg_M + sidx * D * E, warp * (D / 4), 0, lane);
   const int m0 = warp * 16;
   float carry = 0.f;  // gates: sum of dc over the later chunks of this segment
   for (index_t n0 = n_begin + (n_end - 1 - n_begin) / C * C; n0 >= n_begin; n0 -= C) {
@@ -330,7 +271,7 @@ __global__ void __launch_bounds__(kThreads) bwd_dkdv(const ChunkParams<T, Decay>
       #pragma unroll
       for (int j = 0; j < NT; ++j) { dV[0][j][0] *= w0; dV[0][j][1] *= w0; dV[0][j][2] *= w1; dV[0][j][3] *= w1; }
       warp_mma<1, NT, C, false, true, C, E>(dV, sm.p, m0, sm.dO, 0, lane);
-      store_acc_global<NT>(p.dv.at(b, n0, h), p.dv.stride_n, dV, m0, lane, len);
+      store_rows<1, NT>(p.dv.at(b, n0 + m0, h), p.dv.stride_n, dV, lane, len - m0);
     }
     __syncwarp();
     {  // dk = scale ((V dO^T) .* M^T) Q + diag(exp(G - g)) V dS^T
@@ -345,7 +286,7 @@ __global__ void __launch_bounds__(kThreads) bwd_dkdv(const ChunkParams<T, Decay>
       #pragma unroll
       for (int j = 0; j < D / 8; ++j) { dK[0][j][0] *= w0; dK[0][j][1] *= w0; dK[0][j][2] *= w1; dK[0][j][3] *= w1; }
       warp_mma<1, D / 8, C, false, true, C, D>(dK, sm.p, m0, sm.q, 0, lane);
-      store_acc_global<D / 8>(p.dk.at(b, n0, h), p.dk.stride_n, dK, m0, lane, len);
+      store_rows<1, D / 8>(p.dk.at(b, n0 + m0, h), p.dk.stride_n, dK, lane, len - m0);
       if constexpr (Decay::kHasGradient) {
         float d0, d1;
         row_dots<D / 8, D>(dK, sm.k, m0, lane, d0, d1);

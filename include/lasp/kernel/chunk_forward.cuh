@@ -5,8 +5,8 @@
 //   fwd_summary: L_seg = sum_j exp(c_end - c_j) k_j v_j^T, A_seg = exp(c_end - c_start)  (reads K, V)
 //   fwd_output : O = scale (((Q K^T) .* M) V + diag(exp(g)) Q S_prev), S from the segment's
 //                incoming state Apre * P_r + X_seg                                        (reads Q, K, V)
-#include "mma.cuh"
 #include "params.cuh"
+#include "tile_ops.cuh"
 
 namespace lasp::kernel {
 
@@ -63,13 +63,7 @@ __global__ void __launch_bounds__(kThreads) fwd_summary(const ChunkParams<T, Dec
     __syncthreads();
     const float G = sm.g[buf][C - 1];
     total += G;
-    const float eG = __expf(G);
-    #pragma unroll
-    for (int i = 0; i < MT; ++i)
-      #pragma unroll
-      for (int j = 0; j < NT; ++j)
-        #pragma unroll
-        for (int e = 0; e < 4; ++e) S[i][j][e] *= eG;
+    scale_acc(S, __expf(G));
     // S += (diag(exp(G - g)) K)^T V, the weights applied to the A fragments in registers.
     warp_mma<MT, NT, C, true, true, D, E>(S, sm.k[buf], warp * (D / 4), sm.v[buf], 0, lane, ToEndScale{sm.g[buf], G});
     __syncthreads();
@@ -109,19 +103,7 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
   float S[MS][NS][4];
   {
     const index_t sidx = index_t(seg) * p.B * p.H + bh;
-    const float a = p.seg_Apre[sidx];
-    const float* X = p.seg_S + sidx * D * E;
-    const float* P = p.rank_state + bh * D * E;
-    #pragma unroll
-    for (int i = 0; i < MS; ++i)
-      #pragma unroll
-      for (int j = 0; j < NS; ++j) {
-        const int r = 16 * i + gid, c = e0 + 8 * j + 2 * t4;
-        const float2 x0 = *reinterpret_cast<const float2*>(X + r * E + c), p0 = *reinterpret_cast<const float2*>(P + r * E + c);
-        const float2 x1 = *reinterpret_cast<const float2*>(X + (r + 8) * E + c), p1 = *reinterpret_cast<const float2*>(P + (r + 8) * E + c);
-        S[i][j][0] = a * p0.x + x0.x; S[i][j][1] = a * p0.y + x0.y;
-        S[i][j][2] = a * p1.x + x1.x; S[i][j][3] = a * p1.y + x1.y;
-      }
+    load_state<MS, NS, E>(S, p.seg_Apre[sidx], p.rank_state + bh * D * E, p.seg_S + sidx * D * E, 0, e0, lane);
   }
   const int m0 = warp * 16;  // this warp's rows of the scores
   // Next chunk's decay values: loaded (into registers) with the next tiles, scanned into
@@ -166,50 +148,20 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
       float A[1][C / 8][4];
       zero_acc(A);
       warp_mma<1, C / 8, D, false, false, D, D>(A, sq, m0, sk, 0, lane);
-      const int r0 = m0 + gid, r1 = r0 + 8;
-      const float g0 = g[r0], g1 = g[r1];
-      #pragma unroll
-      for (int j = 0; j < C / 8; ++j) {
-        const int c = 8 * j + 2 * t4;
-        const float gc0 = g[c], gc1 = g[c + 1];
-        const float w00 = c <= r0 ? p.scale * __expf(g0 - gc0) : 0.f, w01 = c + 1 <= r0 ? p.scale * __expf(g0 - gc1) : 0.f;
-        const float w10 = c <= r1 ? p.scale * __expf(g1 - gc0) : 0.f, w11 = c + 1 <= r1 ? p.scale * __expf(g1 - gc1) : 0.f;
-        *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r0, c)) = MmaOp<op_for_t<T>>::pack(A[0][j][0] * w00, A[0][j][1] * w01);
-        *reinterpret_cast<std::uint32_t*>(sm.p + Swz<C>::off(r1, c)) = MmaOp<op_for_t<T>>::pack(A[0][j][2] * w10, A[0][j][3] * w11);
-      }
+      store_masked<C, false>(sm.p, A, g, p.scale, m0, lane);
     }
     __syncthreads();
     {
       float O[MO][NS][4];
       zero_acc(O);
       warp_mma_breg<MO, NS, MS, D>(O, sq, S, lane);  // Q S_prev, the state straight from registers
-      #pragma unroll
-      for (int i = 0; i < MO; ++i) {
-        const float f0 = p.scale * __expf(g[16 * i + gid]), f1 = p.scale * __expf(g[16 * i + gid + 8]);
-        #pragma unroll
-        for (int j = 0; j < NS; ++j) { O[i][j][0] *= f0; O[i][j][1] *= f0; O[i][j][2] *= f1; O[i][j][3] *= f1; }
-      }
+      scale_rows(O, lane, [&](int r) { return p.scale * __expf(g[r]); });
       warp_mma<MO, NS, C, false, true, C, E>(O, sm.p, 0, sv, e0, lane);  // + P V
-      T* o = p.o.at(b, n0, h) + e0;
-      #pragma unroll
-      for (int i = 0; i < MO; ++i) {
-        const int r0 = 16 * i + gid, r1 = r0 + 8;
-        #pragma unroll
-        for (int j = 0; j < NS; ++j) {
-          const int c = 8 * j + 2 * t4;
-          if (r0 < len) store2(o + index_t(r0) * p.o.stride_n + c, O[i][j][0], O[i][j][1]);
-          if (r1 < len) store2(o + index_t(r1) * p.o.stride_n + c, O[i][j][2], O[i][j][3]);
-        }
-      }
+      store_rows<MO, NS>(p.o.at(b, n0, h) + e0, p.o.stride_n, O, lane, len);
     }
     // S <- exp(G) S + (diag(exp(G - g)) K)^T V  (own columns; weights applied in registers)
-    const float G = g[C - 1], eG = __expf(G);
-    #pragma unroll
-    for (int i = 0; i < MS; ++i)
-      #pragma unroll
-      for (int j = 0; j < NS; ++j)
-        #pragma unroll
-        for (int e = 0; e < 4; ++e) S[i][j][e] *= eG;
+    const float G = g[C - 1];
+    scale_acc(S, __expf(G));
     warp_mma<MS, NS, C, true, true, D, E>(S, sk, 0, sv, e0, lane, ToEndScale{g, G});
     if constexpr (Decay::kPerToken) {
       if (more && warp == 0) next_decay.finish(sm.g[buf ^ 1], p.decay, h, lane);

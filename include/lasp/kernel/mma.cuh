@@ -265,21 +265,6 @@ LASP_DEVICE void store_acc(Op* s, const float (&acc)[MT][NT][4], int m0, int n0,
   }
 }
 
-/// Store accumulators (rows m0+gid, m0+gid+8 of 16-row tiles) straight to global rows
-/// [0, valid_rows) as packed pairs: each quad writes 16 contiguous bytes of a row, and L2 merges
-/// the sectors before they reach HBM, so no shared-memory staging is needed.
-template <int NT, class Op>
-LASP_DEVICE void store_acc_global(Op* g, index_t ld, const float (&acc)[1][NT][4], int m0, int lane, int valid_rows) {
-  const int gid = lane >> 2, t4 = lane & 3;
-  const int r0 = m0 + gid, r1 = r0 + 8;
-  #pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    const int c = 8 * j + 2 * t4;
-    if (r0 < valid_rows) store2(g + index_t(r0) * ld + c, acc[0][j][0], acc[0][j][1]);
-    if (r1 < valid_rows) store2(g + index_t(r1) * ld + c, acc[0][j][2], acc[0][j][3]);
-  }
-}
-
 struct NoScale {
   LASP_DEVICE float operator()(int) const { return 1.f; }
 };

@@ -2,6 +2,7 @@
 // Kernel parameters shared by the chunk kernels, and the device side of the decay policies:
 // each kernel asks for the in-chunk cumulative log-decay g_i (math.md section 2).
 #include <cuda_runtime.h>
+#include <type_traits>
 #include "../args.hpp"
 #include "../policy/decay.hpp"
 
@@ -37,49 +38,6 @@ struct ChunkParams {
   unsigned* status = nullptr;  // deferred device status (bit 0: invalid gate value)
 };
 
-/// Fill sg[0..C) with the in-chunk inclusive cumulative log-decay of rows [n0, n0+len) of (b,h);
-/// rows >= len (tail padding) get log-decay 0 so that sg[C-1] is the chunk total. Warp 0 works;
-/// the caller synchronises. Gate values > 0 or not finite set bit 0 of *status when `check`.
-template <int C, class Decay>
-LASP_DEVICE void chunk_log_decay(float* sg, const DecayDev<Decay>& d, index_t b, index_t n0, index_t h, int len,
-                                 int lane, unsigned* status, bool check) {
-  static_assert(C % 32 == 0 || C == 16, "chunk must be 16 or a multiple of 32");
-  if constexpr (std::is_same_v<Decay, decay::None>) {
-    for (int i = lane; i < C; i += 32) sg[i] = 0.f;
-  } else if constexpr (std::is_same_v<Decay, decay::PerHead>) {
-    const float s = d.slopes[h];
-    for (int i = lane; i < C; i += 32) sg[i] = -s * float(min(i + 1, len));
-  } else {
-    constexpr int kPer = (C + 31) / 32;  // consecutive rows per lane
-    float v[kPer];
-    float run = 0.f;
-    #pragma unroll
-    for (int e = 0; e < kPer; ++e) {
-      const int i = lane * kPer + e;
-      float x = 0.f;
-      if (i < len && i < C) {
-        x = d.g(b, n0 + i, h);
-        if (check && !(x <= 0.f && isfinite(x))) atomicOr(status, 1u);
-      }
-      run += x;
-      v[e] = run;
-    }
-    // Inclusive scan of the per-lane totals across the warp.
-    float tot = run;
-    #pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const float y = __shfl_up_sync(0xffffffffu, tot, o);
-      if (lane >= o) tot += y;
-    }
-    const float before = tot - run;
-    #pragma unroll
-    for (int e = 0; e < kPer; ++e) {
-      const int i = lane * kPer + e;
-      if (i < C) sg[i] = before + v[e];
-    }
-  }
-}
-
 /// The decay split in two so that a kernel can prefetch: `load` issues the global loads of a
 /// chunk's per-token values into registers (gates only; the loads complete in the background),
 /// `finish` scans them into sg[0..C) later, when the values are needed. Warp 0 calls both.
@@ -89,15 +47,21 @@ struct ChunkDecay {
   float v[kPer];
   int len = 0;
   index_t n0 = 0;
-  LASP_DEVICE void load(const DecayDev<Decay>& d, index_t b, index_t n0_, index_t h, int len_, int lane) {
+  /// `status` non-null: gate values > 0 or not finite set bit 0 of *status (the passes that
+  /// read the gates first check them; the output passes run after and skip on it).
+  LASP_DEVICE void load(const DecayDev<Decay>& d, index_t b, index_t n0_, index_t h, int len_, int lane,
+                        unsigned* status = nullptr) {
     len = len_;
     n0 = n0_;
     if constexpr (Decay::kPerToken) {
+      bool bad = false;
       #pragma unroll
       for (int e = 0; e < kPer; ++e) {
         const int i = lane * kPer + e;
         v[e] = (i < len && i < C) ? d.g(b, n0 + i, h) : 0.f;
+        bad |= !(v[e] <= 0.f && isfinite(v[e]));
       }
+      if (status && bad) atomicOr(status, 1u);
     }
   }
   LASP_DEVICE void finish(float* sg, const DecayDev<Decay>& d, index_t h, int lane) const {
@@ -125,5 +89,15 @@ struct ChunkDecay {
     }
   }
 };
+
+/// The whole decay of a chunk at once (loads, optional gate check, scan into sg); warp 0 calls it
+/// and the caller synchronises.
+template <int C, class Decay>
+LASP_DEVICE void chunk_log_decay(float* sg, const DecayDev<Decay>& d, index_t b, index_t n0, index_t h, int len,
+                                 int lane, unsigned* status, bool check) {
+  ChunkDecay<C, Decay> cd;
+  cd.load(d, b, n0, h, len, lane, check ? status : nullptr);
+  cd.finish(sg, d, h, lane);
+}
 
 }  // namespace lasp::kernel
