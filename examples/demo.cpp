@@ -126,10 +126,15 @@ int LASP_DEMO_HOST_MAIN(int argc, char** argv) {
   }
   const int R = opt.ranks;
   const index_t B = opt.batch, N = opt.tokens, H = opt.heads, D = opt.dim, E = opt.dim, T = N * R;
-  std::printf("lasp %d.%d.%d demo: no GPU path is compiled in (this build has no CUDA), so it runs the HOST backend:\n"
+#ifdef LASP_DEMO_FROM_CUDA
+  const char* why = "this build has CUDA but no GPU is visible";
+#else
+  const char* why = "no GPU path is compiled in (this build has no CUDA)";
+#endif
+  std::printf("lasp %d.%d.%d demo: %s, so it runs the HOST backend:\n"
               "the same chunked algorithm and schedules on the CPU, %d sequence-parallel ranks simulated as threads.\n"
-              "(Built with CUDA, the GPU demo replaces this one.)\n\n",
-              LASP_VERSION_MAJOR, LASP_VERSION_MINOR, LASP_VERSION_PATCH, R);
+              "(The CUDA build of this demo runs sequence parallel over every visible GPU.)\n\n",
+              LASP_VERSION_MAJOR, LASP_VERSION_MINOR, LASP_VERSION_PATCH, why, R);
   std::printf("problem: B=%lld H=%lld D=E=%lld, %d ranks x N=%lld tokens = T=%lld tokens, bf16 inputs/outputs,\n"
               "         per-head decay with TNL slopes 2^(-8(h+1)/H), scale 1/sqrt(D), forward + backward\n\n",
               (long long)B, (long long)H, (long long)D, R, (long long)N, (long long)T);

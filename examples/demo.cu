@@ -10,6 +10,7 @@
 //
 //   lasp_demo [--gpus G] [--tokens N] [--iters I]   (--tokens: per rank, throughput phase)
 #define LASP_DEMO_HOST_MAIN host_demo_main
+#define LASP_DEMO_FROM_CUDA 1
 #include "demo.cpp"
 
 #include <cuda_bf16.h>
@@ -265,7 +266,6 @@ double time_step(int R, lasp::index_t N, int iters) {
 int main(int argc, char** argv) {
   int ngpu = 0;
   if (cudaGetDeviceCount(&ngpu) != cudaSuccess || ngpu == 0) {
-    std::printf("lasp demo: no CUDA device visible, running the host backend instead.\n");
     return host_demo_main(argc, argv);
   }
   int R = ngpu;
