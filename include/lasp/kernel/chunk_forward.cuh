@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kThreads) fwd_output(const ChunkParams<T, Deca
   extern __shared__ __align__(128) unsigned char smem_raw[];
   auto& sm = *reinterpret_cast<FwdSmem<op_for_t<T>, D, E, C>*>(smem_raw);
   if (p.status && *p.status) return;  // a device-side check failed: leave outputs untouched
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, t4 = lane & 3;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int seg = blockIdx.x;
   const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
   const index_t n_begin = seg * p.seg_len, n_end = imin(p.N, n_begin + p.seg_len);
