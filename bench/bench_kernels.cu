@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>
 #include <lasp/lasp.cuh>
+#include "../examples/cuda_utils.cuh"
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -15,14 +16,7 @@
 
 namespace {
 
-#define BENCH_CUDA(x)                                                                      \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
+#define BENCH_CUDA(x) LASP_EXAMPLE_CUDA(x)
 
 using bf16 = __nv_bfloat16;
 using lasp::index_t;
@@ -57,13 +51,7 @@ double copy_bandwidth() {
   return bw;
 }
 
-__global__ void fill_random(bf16* p, std::size_t n, unsigned seed) {
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
-    unsigned x = unsigned(i) * 2654435761u ^ seed;
-    x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
-    p[i] = __float2bfloat16((float(x & 0xffff) / 65536.f - 0.5f) * 2.f);
-  }
-}
+/// Log-gates in [-0.1, 0) - 1e-4 (never zero).
 __global__ void fill_gates(float* p, std::size_t n, unsigned seed) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
     unsigned x = unsigned(i) * 2246822519u ^ seed;
@@ -98,10 +86,10 @@ void run(benchmark::State& state, index_t B, index_t N, index_t H, index_t D, Pa
     for (bf16** p : vo) BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(p), nv * sizeof(bf16)));
     BENCH_CUDA(cudaMalloc(&s.g, ng * sizeof(float)));
     BENCH_CUDA(cudaMalloc(&s.dg, ng * sizeof(float)));
-    fill_random<<<1024, 256>>>(s.q, nq, 1u + 7u * unsigned(i));
-    fill_random<<<1024, 256>>>(s.k, nq, 2u + 7u * unsigned(i));
-    fill_random<<<1024, 256>>>(s.v, nv, 3u + 7u * unsigned(i));
-    fill_random<<<1024, 256>>>(s.dout, nv, 4u + 7u * unsigned(i));
+    lasp_example::fill_bf16<<<1024, 256>>>(s.q, nq, 1u + 7u * unsigned(i));
+    lasp_example::fill_bf16<<<1024, 256>>>(s.k, nq, 2u + 7u * unsigned(i));
+    lasp_example::fill_bf16<<<1024, 256>>>(s.v, nv, 3u + 7u * unsigned(i));
+    lasp_example::fill_bf16<<<1024, 256>>>(s.dout, nv, 4u + 7u * unsigned(i));
     fill_gates<<<1024, 256>>>(s.g, ng, 5u + 7u * unsigned(i));
   }
   std::vector<float> slopes(static_cast<std::size_t>(H));

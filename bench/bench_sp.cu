@@ -13,6 +13,7 @@
 #include <nccl.h>
 #include <lasp/comm/nccl.cuh>
 #include <lasp/lasp.cuh>
+#include "../examples/cuda_utils.cuh"
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
@@ -26,14 +27,7 @@
 
 namespace {
 
-#define SP_CUDA(x)                                                                         \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
+#define SP_CUDA(x) LASP_EXAMPLE_CUDA(x)
 
 using bf = __nv_bfloat16;
 using lasp::index_t;
@@ -67,14 +61,6 @@ class Barrier {
   unsigned long gen_ = 0;
 };
 
-__global__ void fill(bf* p, std::size_t n, unsigned seed) {
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
-    unsigned x = unsigned(i) * 2654435761u ^ seed;
-    x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
-    p[i] = __float2bfloat16((float(x & 0xffff) / 65536.f - 0.5f) * 2.f);
-  }
-}
-
 constexpr index_t kH = 16, kD = 128;
 
 /// One rank's buffers for N tokens (B=1, H=16, D=E=128).
@@ -92,7 +78,7 @@ struct Rank {
     unsigned seed = 3;
     for (bf** p : all) {
       SP_CUDA(cudaMalloc(reinterpret_cast<void**>(p), e * sizeof(bf)));
-      fill<<<1024, 256>>>(*p, e, seed++);
+      lasp_example::fill_bf16<<<1024, 256>>>(*p, e, seed++);
     }
     SP_CUDA(cudaMalloc(&ws, ws_need));
     ws_bytes = ws_need;

@@ -15,20 +15,14 @@
 
 #include <cuda_bf16.h>
 #include <lasp/lasp.cuh>
+#include "cuda_utils.cuh"
 #ifdef LASP_DEMO_NCCL
 #include <lasp/comm/nccl.cuh>
 #endif
 
 namespace {
 
-#define DEMO_CUDA(x)                                                                       \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
+#define DEMO_CUDA(x) LASP_EXAMPLE_CUDA(x)
 
 using bf = __nv_bfloat16;
 using Slopes = std::vector<float>;
@@ -40,14 +34,6 @@ struct Dev {  // one rank's device buffers (its own segment only)
   std::size_t ws_bytes;
   cudaStream_t stream;
 };
-
-__global__ void fill(bf* p, std::size_t n, unsigned seed) {
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
-    unsigned x = unsigned(i) * 2654435761u ^ seed;
-    x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
-    p[i] = __float2bfloat16((float(x & 0xffff) / 65536.f - 0.5f) * 2.f);
-  }
-}
 
 /// Allocates rank r's buffers on the current device (N tokens of B=1... shape s).
 template <class Policy, class Comm>
@@ -234,7 +220,7 @@ double time_step(int R, lasp::index_t N, int iters) {
     const std::size_t nq = std::size_t(N * 16 * 128);
     bf* bufs[] = {d.q, d.k, d.v, d.dout};
     unsigned seed = 11u + 5u * unsigned(r);
-    for (bf* p : bufs) fill<<<1024, 256, 0, d.stream>>>(p, nq, seed++);
+    for (bf* p : bufs) lasp_example::fill_bf16<<<1024, 256, 0, d.stream>>>(p, nq, seed++);
     cudaEvent_t e0, e1;
     DEMO_CUDA(cudaEventCreate(&e0));
     DEMO_CUDA(cudaEventCreate(&e1));
