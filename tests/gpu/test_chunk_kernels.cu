@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <lasp/lasp.cuh>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include "../common/device.hpp"
 
@@ -132,4 +133,43 @@ TEST_CASE("gpu sanitizer shapes: tails, every decay, both head dims") {
     run_case<lasp::fp16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain, lasp::caching::Cache>>(c, seed++);
     run_case<lasp::bf16, lasp::Policy<lasp::decay::None>>(c, seed++);
   }
+}
+
+// A gate > 0 is found on the device: forward and backward return kSuccess (the check cannot
+// synchronise), deferred_status says kInvalidDecay, and no output element is written.
+TEST_CASE("gpu: a positive gate is reported by deferred_status and leaves outputs untouched") {
+  using P = lasp::Policy<lasp::decay::Gate>;
+  ProblemSpec s;
+  s.B = 1; s.N = 130; s.H = 2; s.D = 64; s.E = 64;
+  GlobalProblem<lasp::bf16> hp(s);
+  hp.gates[hp.ref_g(0, 77, 1)] = 0.25f;  // one bad value
+  hp.pack();
+  DeviceProblem<lasp::bf16> dp(hp);
+  lasp::comm::DeviceSingle comm;
+  const std::size_t wsb = lasp::workspace_size<P, lasp::bf16>(hp.shape(), comm);
+  DeviceBuf<unsigned char> ws(wsb);
+  const lasp::Workspace w{ws.ptr, wsb};
+  auto fa = dp.template forward_args<lasp::decay::Gate>(0);
+  CHECK(lasp::forward<P>(fa, comm, w, nullptr) == lasp::Status::kSuccess);
+  CHECK(lasp::cuda::deferred_status(w, nullptr) == lasp::Status::kInvalidDecay);
+  auto ba = dp.template backward_args<lasp::decay::Gate>(0);
+  CHECK(lasp::backward<P>(ba, comm, w, nullptr) == lasp::Status::kSuccess);
+  CHECK(lasp::cuda::deferred_status(w, nullptr) == lasp::Status::kInvalidDecay);
+  const auto before_o = hp.o_buf, before_dq = hp.dq_buf, before_dk = hp.dk_buf, before_dv = hp.dv_buf;
+  const auto before_dg = hp.dg_buf;
+  dp.download();
+  auto same = [](const auto& a, const auto& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
+  };
+  CHECK(same(hp.o_buf, before_o));
+  CHECK(same(hp.dq_buf, before_dq));
+  CHECK(same(hp.dk_buf, before_dk));
+  CHECK(same(hp.dv_buf, before_dv));
+  CHECK(same(hp.dg_buf, before_dg));
+  // The next valid call clears the verdict.
+  hp.gates[hp.ref_g(0, 77, 1)] = -0.25f;
+  hp.pack();
+  dp.g.upload(hp.g_buf);
+  CHECK(lasp::forward<P>(fa, comm, w, nullptr) == lasp::Status::kSuccess);
+  CHECK(lasp::cuda::deferred_status(w, nullptr) == lasp::Status::kSuccess);
 }

@@ -208,7 +208,7 @@ struct Backend {
     LASP_RETURN_IF_ERROR((launch<kernel::fwd_summary<Op, Decay, D, E, C>>(sizeof(kernel::SumSmem<kernel::op_for_t<Op>, D, E, C>), p, s)));
     const dim3 grid(unsigned(bh), unsigned((D * E + 255) / 256));
     kernel::fold_segments<false><<<grid, 256, 0, s>>>(p.seg_S, p.seg_A, p.seg_Apre, p.nseg, bh, D * E, AL,
-                                                      AL ? AL + bh : nullptr);
+                                                      AL ? AL + bh : nullptr, p.status);
     LASP_LAUNCH_CHECK(s);
     return Status::kSuccess;
   }
@@ -253,7 +253,8 @@ struct Backend {
         LASP_RETURN_IF_ERROR((launch<kernel::bwd_summary<Op, typename Policy::Decay, D, E, 64>>(
             sizeof(kernel::SumSmem<kernel::op_for_t<Op>, D, E, 64>), p, s)));
         const dim3 grid(unsigned(bh), unsigned((D * E + 255) / 256));
-        kernel::fold_segments<true><<<grid, 256, 0, s>>>(p.seg_M, p.seg_A, p.seg_Apost, p.nseg, bh, D * E, nullptr, M);
+        kernel::fold_segments<true><<<grid, 256, 0, s>>>(p.seg_M, p.seg_A, p.seg_Apost, p.nseg, bh, D * E, nullptr, M,
+                                                         p.status);
         LASP_LAUNCH_CHECK(s);
         return Status::kSuccess;
       }
@@ -353,7 +354,7 @@ struct Backend {
         LASP_LAUNCH_CHECK(c.stream);
       }
       kernel::gate_segment_fixup<<<dim3(unsigned(p.nseg), unsigned(bh)), 256, 0, c.stream>>>(
-          a.dg, r.seg_dc, s_final ? r.extra : nullptr, dc_total, p.nseg, a.shape.H, a.shape.N, p.seg_len);
+          a.dg, r.seg_dc, s_final ? r.extra : nullptr, dc_total, p.nseg, a.shape.H, a.shape.N, p.seg_len, p.status);
       LASP_LAUNCH_CHECK(c.stream);
     }
     return Status::kSuccess;
@@ -362,7 +363,7 @@ struct Backend {
   template <class Policy, class T>
   static Status add_dg_suffix(const BackwardArgs<T, typename Policy::Decay>& a, const float* suffix, Ctx& c) {
     const dim3 grid(unsigned((a.shape.N + 255) / 256), unsigned(a.shape.B * a.shape.H));
-    kernel::add_suffix<<<grid, 256, 0, c.stream>>>(a.dg, suffix, a.shape.H, a.shape.N);
+    kernel::add_suffix<<<grid, 256, 0, c.stream>>>(a.dg, suffix, a.shape.H, a.shape.N, c.lay.header + 1);
     LASP_LAUNCH_CHECK(c.stream);
     return Status::kSuccess;
   }

@@ -22,10 +22,12 @@ __global__ void combine_states(float* out, const float* A, const float* P, const
 /// (A_r, L_r) = fold of all. Backward (Reverse = true): the same from the last segment down
 /// (Y_i, Apost[i] = prod_{j>i} A_j; rank (A_r, M_r)).
 /// Grid: (B*H, ceil(D*E / blockDim)).
+/// A failed device-side check (`status` non-zero) makes the rank summary NaN: the ranks after
+/// this one then produce NaN outputs instead of silently wrong ones (this rank writes nothing).
 template <bool Reverse>
 __global__ void fold_segments(float* __restrict__ seg_S, const float* __restrict__ seg_A, float* __restrict__ seg_Apre,
                               int nseg, index_t bh_count, index_t de, float* __restrict__ rank_A,
-                              float* __restrict__ rank_L) {
+                              float* __restrict__ rank_L, const unsigned* status) {
   const index_t bh = blockIdx.x;
   const index_t e = blockIdx.y * index_t(blockDim.x) + threadIdx.x;
   const bool lead = blockIdx.y == 0 && threadIdx.x == 0;
@@ -55,6 +57,7 @@ __global__ void fold_segments(float* __restrict__ seg_S, const float* __restrict
       a *= Ab[u];
     }
   }
+  if (status && *status) x = a = __int_as_float(0x7fc00000);  // quiet NaN
   if (e < de && rank_L) rank_L[bh * de + e] = x;
   if (lead && rank_A) rank_A[bh] = a;
 }
@@ -63,7 +66,11 @@ __global__ void fold_segments(float* __restrict__ seg_S, const float* __restrict
 /// (the final-state term on the last rank); dc_total[bh] = the rank's total. Grid: (nseg, B*H).
 template <class DgTensor>
 __global__ void gate_segment_fixup(DgTensor dg, const float* seg_dc, const float* extra, float* dc_total, int nseg,
-                                   index_t H, index_t N, index_t seg_len) {
+                                   index_t H, index_t N, index_t seg_len, const unsigned* status) {
+  if (*status) {  // a device-side check failed: dg stays untouched, later ranks' suffix goes NaN
+    if (blockIdx.x == 0 && threadIdx.x == 0 && dc_total) dc_total[blockIdx.y] = __int_as_float(0x7fc00000);
+    return;
+  }
   const int seg = blockIdx.x;
   const index_t bh = blockIdx.y, b = bh / H, h = bh % H;
   float add = extra ? extra[bh] : 0.f;
@@ -93,7 +100,8 @@ __global__ void state_dot(float* extra, const float* G, const float* S, index_t 
 
 /// dg[b,:,h] += suffix[b*H + h]. Grid: (ceil(N/256), B*H).
 template <class DgTensor>
-__global__ void add_suffix(DgTensor dg, const float* suffix, index_t H, index_t N) {
+__global__ void add_suffix(DgTensor dg, const float* suffix, index_t H, index_t N, const unsigned* status) {
+  if (*status) return;
   const index_t bh = blockIdx.y, b = bh / H, h = bh % H;
   const index_t n = blockIdx.x * index_t(blockDim.x) + threadIdx.x;
   if (n < N) dg(b, n, h) += suffix[bh];
