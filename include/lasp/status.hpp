@@ -9,7 +9,8 @@ enum class Status : int {
   kMisaligned,             // a pointer or stride breaks the 16-byte alignment rule
   kOverlap,                // an output buffer overlaps an input or another output
   kInvalidShape,           // B, N, H < 1, or a stride that makes rows alias
-  kUnsupportedHeadDim,     // D or E not supported by this backend / tile policy
+  kUnsupportedHeadDim,     // D or E not supported by this backend
+  kUnsupportedTile,        // tile policy (chunk, warps) not built for this backend
   kInvalidDecay,           // a slope < 0 (or not finite), a log-gate > 0 (or not finite)
   kWorkspaceTooSmall,      // workspace bytes below workspace_size()
   kSpSizeMismatch,         // args.shape.R differs from the communicator's size
@@ -29,6 +30,7 @@ enum class Status : int {
     case Status::kOverlap: return "an output buffer overlaps another buffer";
     case Status::kInvalidShape: return "invalid shape or strides";
     case Status::kUnsupportedHeadDim: return "head dimension D or E not supported by this backend";
+    case Status::kUnsupportedTile: return "tile policy (chunk length, warps) not built for this backend";
     case Status::kInvalidDecay: return "invalid decay: slope < 0, log-gate > 0, or not finite";
     case Status::kWorkspaceTooSmall: return "workspace smaller than workspace_size()";
     case Status::kSpSizeMismatch: return "args.shape.R differs from the communicator size";

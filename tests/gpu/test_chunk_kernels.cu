@@ -173,3 +173,30 @@ TEST_CASE("gpu: a positive gate is reported by deferred_status and leaves output
   CHECK(lasp::forward<P>(fa, comm, w, nullptr) == lasp::Status::kSuccess);
   CHECK(lasp::cuda::deferred_status(w, nullptr) == lasp::Status::kSuccess);
 }
+
+// Policies and shapes the CUDA backend was not built for get their status before any launch.
+TEST_CASE("gpu: unsupported head dims and tiles are refused with their status, nothing written") {
+  lasp::comm::DeviceSingle comm;
+  auto refuse = [&](auto policy, lasp::index_t D, lasp::index_t E, lasp::Status want) {
+    using P = decltype(policy);
+    ProblemSpec s;
+    s.B = 1; s.N = 70; s.H = 1; s.D = D; s.E = E;
+    GlobalProblem<lasp::bf16> hp(s);
+    DeviceProblem<lasp::bf16> dp(hp);
+    const std::size_t wsb = lasp::workspace_size<P, lasp::bf16>(hp.shape(), comm);
+    DeviceBuf<unsigned char> ws(wsb);
+    auto fa = dp.template forward_args<typename P::Decay>(0);
+    CHECK(lasp::can_implement<P>(fa, comm, lasp::Workspace{ws.ptr, wsb}) == want);
+    CHECK(lasp::forward<P>(fa, comm, lasp::Workspace{ws.ptr, wsb}, nullptr) == want);
+    const auto before = hp.o_buf;
+    dp.download();
+    CHECK(std::memcmp(before.data(), hp.o_buf.data(), before.size() * sizeof(before[0])) == 0);
+  };
+  using Default = lasp::Policy<lasp::decay::PerHead>;
+  refuse(Default{}, 96, 64, lasp::Status::kUnsupportedHeadDim);
+  refuse(Default{}, 64, 32, lasp::Status::kUnsupportedHeadDim);
+  refuse(lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain, lasp::caching::Recompute, lasp::tile::Tile<32>>{},
+         64, 64, lasp::Status::kUnsupportedTile);
+  refuse(lasp::Policy<lasp::decay::None, lasp::schedule::Chain, lasp::caching::Recompute, lasp::tile::Tile<64, 8>>{},
+         64, 64, lasp::Status::kUnsupportedTile);
+}

@@ -144,7 +144,7 @@ struct Backend {
   template <class Policy>
   static Status check_common(const Shape& s) {
     using R = resolve_tile<typename Policy::Tile>;
-    if (R::kChunk != 64 || R::kWarps != 4) return Status::kUnsupportedHeadDim;  // only C=64, 4 warps built
+    if (R::kChunk != 64 || R::kWarps != 4) return Status::kUnsupportedTile;  // only C=64, 4 warps built
     if ((s.D != 64 && s.D != 128) || (s.E != 64 && s.E != 128)) return Status::kUnsupportedHeadDim;
     return Status::kSuccess;
   }
