@@ -92,9 +92,9 @@ struct SideStream {
 ///
 /// Side stream: construction also creates one high-priority stream and two events on the
 /// communicator's GPU (shared by copies of the handle, released with the last one). fork/join
-/// let the schedules run the scan's hops and combines there, overlapped with rank-local kernels
-/// on the caller's stream, and ahead of them in the block scheduler. Copies share that stream:
-/// use one handle per rank, from one thread.
+/// let schedule::ChainOverlap / AllGatherOverlap run backward's reverse scan there, overlapped
+/// with rank-local kernels on the caller's stream (the plain schedules do not: measured slower,
+/// bench/RESULTS.md). Copies share that stream: use one handle per rank, from one thread.
 class Nccl {
  public:
   using stream_type = cudaStream_t;
