@@ -27,7 +27,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv | tee "$out/gpus.csv"
 ngpu=$(nvidia-smi --list-gpus | wc -l)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+commit=${LASP_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}  # the device copy has no .git: pass LASP_COMMIT
 echo "commit $commit, $(date -u +%Y-%m-%dT%H:%MZ), $ngpu GPU(s)" | tee "$out/round.txt"
 
 if [ -n "$prebuilt" ]; then
@@ -47,6 +47,7 @@ mgpu_tests=$(find_bin lasp_tests_multigpu)
 bench_bin=$(find_bin lasp_bench)
 bench_sp_bin=$(find_bin lasp_bench_sp)
 mpi_bin=$(find_bin lasp_mpi_example)
+train_bin=$(find_bin lasp_train_step)
 demo_bin=$(find_bin lasp_demo)
 
 status=0
@@ -70,6 +71,10 @@ if [ "$ngpu" -ge 2 ] && [ -n "$mpi_bin" ] && command -v mpirun >/dev/null 2>&1; 
   # One process per GPU; MPI only bootstraps the NCCL id. SP x DP when there are 4 GPUs.
   run mpi mpirun --allow-run-as-root --oversubscribe -np "$ngpu" -x NCCL_NVLS_ENABLE "$mpi_bin"
   [ "$ngpu" -ge 4 ] && run mpi_spxdp mpirun --allow-run-as-root --oversubscribe -np "$ngpu" -x NCCL_NVLS_ENABLE "$mpi_bin" --sp 2
+fi
+if [ "$ngpu" -ge 2 ] && [ -n "$train_bin" ]; then
+  run train_step "$train_bin"                 # SP x DP training step vs the 1-GPU run
+  run train_step_gather "$train_bin" --gather
 fi
 if [ $bench -eq 1 ] && [ -n "$bench_bin" ]; then
   run bench "$bench_bin" --benchmark_filter="$filter" --benchmark_out="$out/bench.json" --benchmark_out_format=json
