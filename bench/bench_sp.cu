@@ -6,7 +6,8 @@
 //   state hops    nccl-tests style: ring hop of 1 MiB and 4 KiB, a chain of dependent 1 MiB hops,
 //                 all-gather of 1 MiB per rank (time, algorithm bandwidth);
 //   capacity      forward+backward at 2M tokens per GPU on every GPU, peak memory, workspace share.
-// "chain+ovl" is schedule::ChainOverlap (backward scan on the side stream). Efficiencies are
+// "truncated" is schedule::Truncated<AllGather> (one neighbour shift when every head's decay over
+// a rank is below fp32 resolution, as with these slopes). "chain+ovl" is schedule::ChainOverlap (backward scan on the side stream). Efficiencies are
 // against the 1-GPU chain step. Prints tables; --json FILE writes the figures. Needs >= 1 GPU (hops need >= 2).
 //   lasp_bench_sp [--gpus G] [--quick] [--json FILE] [--no-capacity]
 #include <cuda_bf16.h>
@@ -171,6 +172,9 @@ void on_gpus(int G, const std::function<void(int, lasp::comm::Nccl&, Barrier&)>&
 using Chain = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain>;
 using Gather = lasp::Policy<lasp::decay::PerHead, lasp::schedule::AllGather>;
 using ChainOv = lasp::Policy<lasp::decay::PerHead, lasp::schedule::ChainOverlap>;
+// Decay-aware truncation: with the TNL slopes (smallest 2^-8) and N >= 8K, s N >= 32 on every
+// head, so each rank needs only its neighbour's state (one shift).
+using Trunc = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Truncated<lasp::schedule::AllGather>>;
 // The overlap with a grid that leaves SMs for NCCL's kernels: 15 segments x 16 heads = 240 CTAs
 // for 264 slots (the default split gives 256).
 using ChainOv15 = lasp::Policy<lasp::decay::PerHead, lasp::schedule::ChainOverlap, lasp::caching::Recompute,
@@ -186,17 +190,17 @@ void weak_scaling(int maxG, const std::vector<index_t>& Ns, std::vector<Row>& ro
         Rank rk;
         const lasp::Shape s{1, N, kH, kD, kD, G};
         rk.alloc(N, std::max({lasp::workspace_size<Chain, bf>(s, c), lasp::workspace_size<Gather, bf>(s, c),
-                              lasp::workspace_size<ChainOv15, bf>(s, c)}));
+                              lasp::workspace_size<ChainOv15, bf>(s, c), lasp::workspace_size<Trunc, bf>(s, c)}));
         const int iters = N >= 131072 ? 5 : 10;
         NullComm nc{r, G};
         Row chain{"chain", G, N, {}, {}}, gather{"all-gather", G, N, {}, {}}, chain_ov{"chain+ovl", G, N, {}, {}},
-            chain_ov15{"chain+ovl15", G, N, {}, {}};
+            chain_ov15{"chain+ovl15", G, N, {}, {}}, trunc{"truncated", G, N, {}, {}};
         auto rec = [&](Times t, Times& into) {  // slowest rank
           static std::mutex mu;
           std::lock_guard<std::mutex> lk(mu);
           into.fwd = std::max(into.fwd, t.fwd); into.bwd = std::max(into.bwd, t.bwd); into.step = std::max(into.step, t.step);
         };
-        static Times shared[7];
+        static Times shared[8];
         for (auto& x : shared) x = {};
         bar.wait();
         rec(time_rank<Chain>(rk, c, G, iters, bar), shared[0]);
@@ -206,6 +210,7 @@ void weak_scaling(int maxG, const std::vector<index_t>& Ns, std::vector<Row>& ro
         if (G > 1) rec(time_rank<ChainOv>(rk, c, G, iters, bar), shared[4]);
         if (G > 1) rec(time_rank<ChainOv15>(rk, c, G, iters, bar), shared[5]);
         if (G > 1) rec(time_rank<ChainOv15>(rk, nc, G, iters, bar), shared[6]);
+        if (G > 1) rec(time_rank<Trunc>(rk, c, G, iters, bar), shared[7]);
         bar.wait();
         if (r == 0) {
           chain.t = shared[0]; chain.nocomm = shared[1]; gather.t = shared[2]; gather.nocomm = shared[3];
@@ -218,6 +223,9 @@ void weak_scaling(int maxG, const std::vector<index_t>& Ns, std::vector<Row>& ro
             chain_ov15.t = shared[5];
             chain_ov15.nocomm = shared[6];
             rows.push_back(chain_ov15);
+            trunc.t = shared[7];
+            trunc.nocomm = shared[1];
+            rows.push_back(trunc);
           }
         }
         bar.wait();

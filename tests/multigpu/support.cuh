@@ -327,10 +327,11 @@ std::string describe_case(const ProblemSpec& s) {
 /// One SP group over the clique `cq` (rank r = device r): forward + backward of a random problem
 /// with spec s (s.R = cq.size()), checked against the whole-sequence reference.
 template <class Policy, class Elem>
-void run_sp_case(Clique& cq, ProblemSpec s) {
+void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {}) {
   s.R = cq.size();
   REQUIRE_MESSAGE(cq.alive(), "an earlier case of this test aborted the NCCL communicators");
   GlobalProblem<Elem> p(s);
+  if (!slopes.empty()) p.slopes = slopes;  // per-head decay: the problem's slopes (H values)
   std::vector<RankOut<Elem>> outs(std::size_t(s.R));
   std::atomic<bool> failed{false};
   Barrier start(s.R);

@@ -47,6 +47,19 @@ TEST_CASE("multigpu SP, R=4: every decay x {Chain, AllGather}, bf16, D=E=128, N=
   all_decays_and_schedules(4, 1100);
 }
 
+// schedule::Truncated over NCCL: strong decay (s N > 24 ln 2 on every head: one grouped
+// neighbour shift, sendrecv) and one weak head (falls back to the chain / all-gather).
+TEST_CASE("multigpu SP, R=2 and 4: schedule::Truncated, single hop and fallback") {
+  for (int R : {2, 4}) {
+    if (skip_unless_gpus(R, "SP Truncated")) return;
+    Clique cq(R);
+    const std::vector<float> strong = {0.1f, 0.2f, 0.5f}, weak = {0.1f, 0.01f, 0.5f};  // N = 200
+    run_sp_case<Policy<decay::PerHead, schedule::Truncated<schedule::Chain>>, lasp::bf16>(cq, base_spec(1300), strong);
+    run_sp_case<Policy<decay::PerHead, schedule::Truncated<schedule::Chain>>, lasp::bf16>(cq, base_spec(1301), weak);
+    run_sp_case<Policy<decay::PerHead, schedule::Truncated<schedule::AllGather>>, lasp::bf16>(cq, base_spec(1302), strong);
+  }
+}
+
 TEST_CASE("multigpu SP, R=2: head-major, fp16, D != E, no states, state caching") {
   if (skip_unless_gpus(2, "SP R=2 variants")) return;
   Clique cq(2);

@@ -45,7 +45,7 @@ struct Ctx {
 
 template <class Policy, class Backend, class T>
 detail::WorkspaceLayout layout(const Shape& s, void* base = nullptr) {
-  return detail::WorkspaceLayout(s, std::is_base_of_v<schedule::AllGather, typename Policy::Schedule>,
+  return detail::WorkspaceLayout(s, Policy::Schedule::kGathers,
                                  Backend::template reserve_bytes<Policy, T>(s),
                                  Backend::template scratch_bytes<Policy, T>(s), base);
 }
@@ -72,12 +72,25 @@ Status can_implement_backward(const BackwardArgs<T, typename Policy::Decay>& a, 
   return Status::kSuccess;
 }
 
+/// schedule::Truncated: is every head's decay over one rank below fp32 resolution?
+/// exp(-s_h N) < 2^-24  <=>  s_h N > 24 ln 2 = 16.64. Only per-head slopes (host memory) qualify.
+template <class Policy, class Args>
+bool single_hop(const Args& a) {
+  if constexpr (std::is_same_v<typename Policy::Decay, decay::PerHead>) {
+    for (index_t h = 0; h < a.shape.H; ++h)
+      if (!(double(a.decay.slopes[h]) * double(a.shape.N) > 16.64)) return false;
+    return true;
+  } else {
+    return false;
+  }
+}
+
 template <class Policy, class Backend, class T, class Comm>
 Status forward(const ForwardArgs<T, typename Policy::Decay>& a, Comm& comm, Workspace ws,
                typename Comm::stream_type stream) {
   LASP_RETURN_IF_ERROR((can_implement_forward<Policy, Backend>(a, comm, ws)));
   Ctx<typename Comm::stream_type> c{layout<Policy, Backend, T>(a.shape, ws.ptr), stream};
-  const StateDims d{c.lay.bh, c.lay.de};
+  const StateDims d{c.lay.bh, c.lay.de, single_hop<Policy>(a)};
   const bool last = comm.rank() == comm.size() - 1;
   // The reserve is about to be overwritten: a forward that fails midway must not leave the
   // previous forward's mark on it.
@@ -96,7 +109,7 @@ Status backward(const BackwardArgs<T, typename Policy::Decay>& a, Comm& comm, Wo
   LASP_RETURN_IF_ERROR((can_implement_backward<Policy, Backend>(a, comm, ws)));
   Ctx<typename Comm::stream_type> c{layout<Policy, Backend, T>(a.shape, ws.ptr), stream};
   LASP_RETURN_IF_ERROR(Backend::check_forwarded(a.shape, c));
-  const StateDims d{c.lay.bh, c.lay.de};
+  const StateDims d{c.lay.bh, c.lay.de, single_hop<Policy>(a)};
   const int r = comm.rank(), R = comm.size();
   const bool last = r == R - 1;
   using S = Scan<typename Policy::Schedule>;

@@ -10,12 +10,15 @@
 #include "../comm/concept.hpp"
 #include "../config.hpp"
 #include "../policy/schedule.hpp"
+#include <type_traits>
+#include <utility>
 
 namespace lasp::sched {
 
 /// Sizes of one rank summary: bh (B*H) scalars A followed by bh states of de (D*E) floats.
 struct StateDims {
   index_t bh, de;
+  bool single_hop = false;  // schedule::Truncated: every head's decay over a rank is below fp32 resolution
   std::size_t state() const { return std::size_t(bh * de); }
   std::size_t summary() const { return std::size_t(bh * (1 + de)); }
 };
@@ -147,6 +150,75 @@ Status Scan<schedule::Chain>::suffix_sum(Comm& comm, index_t bh, const float* to
                                          float* gathered, Stream s) {
   return Scan<schedule::AllGather>::suffix_sum<Backend>(comm, bh, total, suffix, tmp, gathered, s);
 }
+
+template <class C, class = void>
+struct has_sendrecv : std::false_type {};
+template <class C>
+struct has_sendrecv<C, std::void_t<decltype(std::declval<C&>().sendrecv(
+                           std::declval<const float*>(), 0, std::declval<float*>(), 0, std::size_t{},
+                           std::declval<typename C::stream_type>()))>> : std::true_type {};
+
+/// Send n floats to dst and receive n from src (either may be -1): one grouped call where the
+/// communicator has sendrecv (so that every rank can shift at once), else send then recv (host
+/// communicators: send does not block).
+template <class Comm, class Stream>
+Status shift(Comm& comm, const float* sbuf, int dst, float* rbuf, int src, std::size_t n, Stream s) {
+  if constexpr (has_sendrecv<Comm>::value) {
+    return comm.sendrecv(sbuf, dst, rbuf, src, n, s);
+  } else {
+    if (dst >= 0) LASP_RETURN_IF_ERROR(comm.send(sbuf, n, dst, s));
+    if (src >= 0) LASP_RETURN_IF_ERROR(comm.recv(rbuf, n, src, s));
+    return Status::kSuccess;
+  }
+}
+
+/// Truncated: one neighbour shift when the driver found every head's decay below fp32
+/// resolution (StateDims::single_hop), else the fallback schedule.
+template <class F>
+struct Scan<schedule::Truncated<F>> {
+  template <class Backend, class Comm, class Stream>
+  static Status forward(Comm& comm, StateDims d, const float* AL, float* P, const float* init, float* final_state,
+                        float* tmp, float* gathered, Stream s) {
+    if (!d.single_hop) return Scan<F>::template forward<Backend>(comm, d, AL, P, init, final_state, tmp, gathered, s);
+    const int r = comm.rank(), R = comm.size();
+    // P_r = L_{r-1} (+ A_{r-1} P_{r-1}, below fp32 resolution): shift L one rank to the right.
+    // Rank 0 sends A_0 S_init + L_0 exactly: S_init may be of any size.
+    const float* send = AL + d.bh;
+    if (r == 0 && init && R > 1) {
+      LASP_RETURN_IF_ERROR(Backend::combine(tmp, AL, init, AL + d.bh, d.bh, d.de, s));
+      send = tmp;
+    }
+    if (R > 1)
+      LASP_RETURN_IF_ERROR(shift(comm, send, r < R - 1 ? r + 1 : -1, P, r > 0 ? r - 1 : -1, d.state(), s));
+    if (r == 0) LASP_RETURN_IF_ERROR(init ? Backend::copy(P, init, d.state(), s) : Backend::zero(P, d.state(), s));
+    if (r == R - 1 && final_state)
+      LASP_RETURN_IF_ERROR(Backend::combine(final_state, AL, P, AL + d.bh, d.bh, d.de, s));
+    return Status::kSuccess;
+  }
+  template <class Backend, class Comm, class Stream>
+  static Status backward(Comm& comm, StateDims d, const float* AM, float* G, const float* d_final, float* d_init,
+                         float* tmp, float* gathered, Stream s) {
+    if (!d.single_hop) return Scan<F>::template backward<Backend>(comm, d, AM, G, d_final, d_init, tmp, gathered, s);
+    const int r = comm.rank(), R = comm.size();
+    // G_r = M_{r+1} (+ A_{r+1} G_{r+1}, below fp32 resolution): shift M one rank to the left.
+    // The last rank sends A dS_final + M exactly.
+    const float* send = AM + d.bh;
+    if (r == R - 1 && d_final && R > 1) {
+      LASP_RETURN_IF_ERROR(Backend::combine(tmp, AM, d_final, AM + d.bh, d.bh, d.de, s));
+      send = tmp;
+    }
+    if (R > 1)
+      LASP_RETURN_IF_ERROR(shift(comm, send, r > 0 ? r - 1 : -1, G, r < R - 1 ? r + 1 : -1, d.state(), s));
+    if (r == R - 1) LASP_RETURN_IF_ERROR(d_final ? Backend::copy(G, d_final, d.state(), s) : Backend::zero(G, d.state(), s));
+    if (r == 0 && d_init) LASP_RETURN_IF_ERROR(Backend::combine(d_init, AM, G, AM + d.bh, d.bh, d.de, s));
+    return Status::kSuccess;
+  }
+  template <class Backend, class Comm, class Stream>
+  static Status suffix_sum(Comm& comm, index_t bh, const float* total, float* suffix, float* tmp, float* gathered,
+                           Stream s) {
+    return Scan<F>::template suffix_sum<Backend>(comm, bh, total, suffix, tmp, gathered, s);
+  }
+};
 
 /// The overlapped variants scan the same way; only where the driver runs the backward scan differs.
 template <>
