@@ -19,6 +19,7 @@ TEST_CASE("describe<Policy>() names the decay, schedule, caching and tile") {
   CHECK(b.find("tile=C64_W8_S2") != std::string::npos);
   const std::string c = describe<Policy<decay::None>>();
   CHECK(c.find("decay=none") != std::string::npos);
+  CHECK(c.find("schedule=truncated") != std::string::npos);  // the default, schedule::Auto
   CHECK(c.find("tile=auto") != std::string::npos);
   CHECK(std::set<std::string>{a, b, c}.size() == 3);
 }
@@ -50,7 +51,7 @@ TEST_CASE("workspace_size grows with R by whole states for AllGather, not for Ch
 
 TEST_CASE("workspace_size on the host: independent of N and of the element type, grows with B*H*D*E") {
   comm::HostSingle single;
-  using P = Policy<decay::PerHead>;
+  using P = Policy<decay::PerHead, schedule::Chain>;
   const Shape s{1, 64, 2, 16, 16, 1};
   const std::size_t w = workspace_size<P, float>(s, single);
   Shape longer = s;

@@ -10,10 +10,11 @@ namespace lasp {
 
 /// Compile-time choices for one linear-attention layer:
 ///   Decay_    decay::None | decay::PerHead | decay::Gate
-///   Schedule_ schedule::Chain | schedule::AllGather
+///   Schedule_ schedule::Auto (default: Truncated<AllGather>) | Chain | AllGather | Truncated<F> |
+///             ChainOverlap | AllGatherOverlap
 ///   Caching_  caching::Recompute | caching::Cache
 ///   Tile_     tile::Auto | tile::Tile<C, Warps, Segments>
-template <class Decay_, class Schedule_ = schedule::Chain, class Caching_ = caching::Recompute,
+template <class Decay_, class Schedule_ = schedule::Auto, class Caching_ = caching::Recompute,
           class Tile_ = tile::Auto>
 struct Policy {
   using Decay = Decay_;
