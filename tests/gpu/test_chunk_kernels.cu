@@ -200,3 +200,54 @@ TEST_CASE("gpu: unsupported head dims and tiles are refused with their status, n
   refuse(lasp::Policy<lasp::decay::None, lasp::schedule::Chain, lasp::caching::Recompute, lasp::tile::Tile<64, 8>>{},
          64, 64, lasp::Status::kUnsupportedTile);
 }
+
+// forward + backward enqueue only stream-ordered work (no allocation, no synchronisation), so a
+// training step can be captured into a CUDA graph and replayed: the replay gives the same outputs.
+TEST_CASE("gpu: forward + backward captured in a CUDA graph replay to the same results") {
+  using P = lasp::Policy<lasp::decay::Gate>;
+  ProblemSpec s;
+  s.B = 2; s.N = 300; s.H = 2; s.D = 64; s.E = 128; s.seed = 900;
+  GlobalProblem<lasp::bf16> hp(s);
+  DeviceProblem<lasp::bf16> dp(hp);
+  lasp::comm::DeviceSingle comm;
+  const std::size_t wsb = lasp::workspace_size<P, lasp::bf16>(hp.shape(), comm);
+  DeviceBuf<unsigned char> ws(wsb);
+  const lasp::Workspace w{ws.ptr, wsb};
+  cudaStream_t st;
+  LASP_TEST_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  auto fa = dp.template forward_args<lasp::decay::Gate>(0);
+  auto ba = dp.template backward_args<lasp::decay::Gate>(0);
+  // Eager run: the reference for the replay.
+  REQUIRE(lasp::forward<P>(fa, comm, w, st) == lasp::Status::kSuccess);
+  REQUIRE(lasp::backward<P>(ba, comm, w, st) == lasp::Status::kSuccess);
+  LASP_TEST_CUDA(cudaStreamSynchronize(st));
+  dp.download();
+  const auto o1 = hp.o_buf, dq1 = hp.dq_buf, dk1 = hp.dk_buf, dv1 = hp.dv_buf;
+  const auto dg1 = hp.dg_buf;
+  // Poison the outputs, capture, replay twice.
+  hp.poison_outputs();
+  dp.o.upload(hp.o_buf); dp.dq.upload(hp.dq_buf); dp.dk.upload(hp.dk_buf); dp.dv.upload(hp.dv_buf); dp.dg.upload(hp.dg_buf);
+  cudaGraph_t graph;
+  LASP_TEST_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  const lasp::Status sf = lasp::forward<P>(fa, comm, w, st);
+  const lasp::Status sb = lasp::backward<P>(ba, comm, w, st);
+  LASP_TEST_CUDA(cudaStreamEndCapture(st, &graph));
+  REQUIRE(sf == lasp::Status::kSuccess);
+  REQUIRE(sb == lasp::Status::kSuccess);
+  cudaGraphExec_t exec;
+  LASP_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int i = 0; i < 2; ++i) LASP_TEST_CUDA(cudaGraphLaunch(exec, st));
+  LASP_TEST_CUDA(cudaStreamSynchronize(st));
+  dp.download();
+  auto same = [](const auto& a, const auto& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
+  };
+  CHECK(same(hp.o_buf, o1));
+  CHECK(same(hp.dq_buf, dq1));
+  CHECK(same(hp.dk_buf, dk1));
+  CHECK(same(hp.dv_buf, dv1));
+  CHECK(same(hp.dg_buf, dg1));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(st);
+}
