@@ -10,7 +10,14 @@
 //   Status all_gather(const float* send, float* recv, std::size_t count, stream_type);  // recv: size()*count
 // send/recv are point-to-point within the group; a send is matched by the peer's recv of the same count.
 // Ordering: operations are ordered on the stream like kernels (device comms) or complete before
-// returning (host comms, where recv blocks until the peer's data is there).
+// returning (host comms, where recv blocks until the peer's data is there; send must not block).
+//
+// Optional members, used when present (detected by traits in schedule/):
+//   Status sendrecv(const float* s, int dst, float* r, int src, std::size_t count, stream_type);
+//       one grouped exchange (dst or src -1 skips that half); schedule::Truncated shifts every
+//       rank's summary at once with it, else it calls send then recv;
+//   Status fork(stream_type, stream_type* side);  Status join(stream_type);
+//       a side stream for the overlapped schedules (ChainOverlap, AllGatherOverlap).
 #include <cstddef>
 #include <type_traits>
 #include <utility>
