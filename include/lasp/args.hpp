@@ -2,10 +2,10 @@
 // Argument structs of forward and backward for one SP rank's local segment.
 #include <cstddef>
 #include "config.hpp"
-#include "policy/decay.hpp"
 #include "tensor.hpp"
+#include "workspace.hpp"
 
-namespace lasp {
+LASP_NAMESPACE_BEGIN
 
 /// Forward: O = scale * causal linear attention of (Q, K, V) with decay, continuing the state
 /// that enters this rank from the ranks before it.
@@ -23,7 +23,7 @@ struct ForwardArgs {
   float* final_state = nullptr;
 };
 
-/// Backward of the forward above (the same workspace must be passed: it holds what forward kept).
+/// Backward of the forward above (the same workspace reserve must be passed: it holds what forward kept).
 ///   dout (B,N,H,E); dq, dk (B,N,H,D); dv (B,N,H,E).
 ///   dg (B,N,H) fp32 for decay::Gate (required there, ignored otherwise).
 ///   d_final_state (B,H,D,E) fp32, read on the last SP rank only (nullptr = zero).
@@ -40,11 +40,4 @@ struct BackwardArgs {
   float* d_initial_state = nullptr;
 };
 
-/// User-provided scratch + reserve memory (device memory for the CUDA backend). Size it with
-/// workspace_size(); keep it unchanged between a forward and its backward.
-struct Workspace {
-  void* ptr = nullptr;
-  std::size_t bytes = 0;
-};
-
-}  // namespace lasp
+LASP_NAMESPACE_END

@@ -2,11 +2,12 @@
 // Element types. lasp::bf16 and lasp::fp16 are 16-bit storage types usable from plain C++17
 // (host backend, reference, tests); the CUDA backend also accepts __nv_bfloat16 / __half, which
 // have the same layout (see lasp.cuh). Arithmetic is always done in fp32 or wider.
+#include "config.hpp"
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
-namespace lasp {
+LASP_NAMESPACE_BEGIN
 
 enum class DType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
@@ -80,4 +81,4 @@ template <> struct dtype_of<bf16> { static constexpr DType value = DType::kBF16;
 template <> struct dtype_of<fp16> { static constexpr DType value = DType::kF16; };
 template <class T> struct dtype_of<const T> : dtype_of<T> {};
 
-}  // namespace lasp
+LASP_NAMESPACE_END

@@ -5,4 +5,4 @@
 #include "lasp.hpp"
 #include "comm/check.cuh"
 #include "comm/device_single.cuh"
-#include "dispatch/backend.cuh"
+#include "backend/cuda/backend.cuh"

@@ -1,7 +1,8 @@
 #pragma once
 // Status codes returned by every lasp entry point. The library never throws, exits or prints.
+#include "config.hpp"
 
-namespace lasp {
+LASP_NAMESPACE_BEGIN
 
 enum class Status : int {
   kSuccess = 0,
@@ -11,6 +12,7 @@ enum class Status : int {
   kInvalidShape,           // B, N, H < 1, or a stride that makes rows alias
   kUnsupportedHeadDim,     // D or E not supported by this backend
   kUnsupportedTile,        // tile policy (chunk, warps) not built for this backend
+  kUnsupportedDevice,      // the device cannot run this (compute capability, shared memory per block)
   kInvalidDecay,           // a slope < 0 (or not finite), a log-gate > 0 (or not finite)
   kWorkspaceTooSmall,      // workspace bytes below workspace_size()
   kSpSizeMismatch,         // args.shape.R differs from the communicator's size
@@ -31,6 +33,7 @@ enum class Status : int {
     case Status::kInvalidShape: return "invalid shape or strides";
     case Status::kUnsupportedHeadDim: return "head dimension D or E not supported by this backend";
     case Status::kUnsupportedTile: return "tile policy (chunk length, warps) not built for this backend";
+    case Status::kUnsupportedDevice: return "the device cannot run this (compute capability or shared memory per block)";
     case Status::kInvalidDecay: return "invalid decay: slope < 0, log-gate > 0, or not finite";
     case Status::kWorkspaceTooSmall: return "workspace smaller than workspace_size()";
     case Status::kSpSizeMismatch: return "args.shape.R differs from the communicator size";
@@ -44,4 +47,4 @@ enum class Status : int {
   return "unknown status";
 }
 
-}  // namespace lasp
+LASP_NAMESPACE_END

@@ -3,7 +3,7 @@
 // host memory for the host backend); lasp never allocates or frees them.
 #include "config.hpp"
 
-namespace lasp {
+LASP_NAMESPACE_BEGIN
 
 /// Problem shape of one SP rank's local segment.
 /// B batch, N local tokens (any N >= 1), H heads, D key dim, E value dim, R the SP group size
@@ -59,4 +59,4 @@ constexpr GateTensor gates_token_major(float* p, index_t N, index_t H) { return 
 constexpr ConstGateTensor gates_head_major(const float* p, index_t N, index_t H) { return {p, H * N, 1, N}; }
 constexpr GateTensor gates_head_major(float* p, index_t N, index_t H) { return {p, H * N, 1, N}; }
 
-}  // namespace lasp
+LASP_NAMESPACE_END

@@ -1,62 +1,55 @@
 #pragma once
-// Layout of the workspace: a reserve that lives from forward to backward, then scratch.
-// All regions are fp32 and 256-byte aligned.
+// The memory a caller lends to forward/backward, and the carver that lays regions out in it.
+//
+// A layer's workspace has two parts (cuDNN's reserve/workspace split):
+//   reserve  written by forward and read by backward of the same layer: keep it per layer,
+//            unchanged from forward to backward (small: states and summaries);
+//   scratch  used only during a call: callers may share one scratch region across layers and
+//            reuse it between calls (on the same stream, or ordered by the caller).
+// workspace_sizes() gives both; workspace_size() gives the bytes of one buffer holding the
+// reserve followed by the scratch (the convenience form: Workspace{ptr, bytes}).
 #include <cstddef>
 #include <cstdint>
-#include "args.hpp"
+#include "config.hpp"
 
-namespace lasp::detail {
+LASP_NAMESPACE_BEGIN
 
-constexpr std::size_t align_up(std::size_t x, std::size_t a = 256) { return (x + a - 1) / a * a; }
-
-/// Carves the workspace. `extra_reserve` / `extra_scratch` are backend-specific byte counts
-/// (e.g. the CUDA backend's per-segment summaries).
-struct WorkspaceLayout {
-  // Reserve (kept between forward and backward).
-  std::uint32_t* header = nullptr;  // [0] forward-done tag (host backend), [1] deferred device status
-  float* P = nullptr;               // (B,H,D,E) state entering this rank
-  float* AL = nullptr;              // [A (B*H) | L (B*H*D*E)] this rank's summary
-  void* backend_reserve = nullptr;
-  // Scratch (reused by every call).
-  float* tmp = nullptr;       // (B*H) + (B*H*D*E): outgoing state / reverse-scan temporaries
-  float* gathered = nullptr;  // R x [A | L] for the all-gather schedule (else empty)
-  float* M = nullptr;         // [A | M] backward summary (B*H + B*H*D*E)
-  float* G = nullptr;         // (B,H,D,E) gradient of the state leaving this rank
-  float* dc = nullptr;        // (B*H) gates: this rank's total dLoss/dc; then (B*H) suffix from later ranks
-  float* dc_gathered = nullptr;  // R x (B*H): gates' dc totals of every rank
-  void* backend_scratch = nullptr;
+/// User memory (device memory for the CUDA backend). With `scratch` null, `ptr` holds the
+/// reserve followed by the scratch (sized by workspace_size); otherwise `ptr` is the reserve
+/// alone (WorkspaceSizes::reserve bytes) and `scratch` the scratch (WorkspaceSizes::scratch).
+struct Workspace {
+  void* ptr = nullptr;
   std::size_t bytes = 0;
-
-  index_t bh = 0, de = 0;
-  const float* A() const { return AL; }
-  const float* L() const { return AL + bh; }
-
-  WorkspaceLayout(const Shape& s, bool gather, std::size_t extra_reserve, std::size_t extra_scratch,
-                  void* base = nullptr) {
-    bh = s.B * s.H;
-    de = s.D * s.E;
-    const std::size_t state = std::size_t(bh * de) * sizeof(float);
-    const std::size_t summary = std::size_t(bh * (1 + de)) * sizeof(float);
-    auto* p = static_cast<char*>(base);
-    std::size_t off = 0;
-    auto take = [&](std::size_t n) {
-      char* r = p ? p + off : nullptr;
-      off += align_up(n);
-      return r;
-    };
-    header = reinterpret_cast<std::uint32_t*>(take(256));
-    P = reinterpret_cast<float*>(take(state));
-    AL = reinterpret_cast<float*>(take(summary));
-    backend_reserve = take(extra_reserve);
-    tmp = reinterpret_cast<float*>(take(summary));
-    gathered = reinterpret_cast<float*>(take(gather ? summary * std::size_t(s.R) : 0));
-    M = reinterpret_cast<float*>(take(summary));
-    G = reinterpret_cast<float*>(take(state));
-    dc = reinterpret_cast<float*>(take(std::size_t(2 * bh) * sizeof(float)));
-    dc_gathered = reinterpret_cast<float*>(take(std::size_t(bh) * s.R * sizeof(float)));
-    backend_scratch = take(extra_scratch);
-    bytes = off;
-  }
+  void* scratch = nullptr;
+  std::size_t scratch_bytes = 0;
 };
 
-}  // namespace lasp::detail
+inline constexpr std::size_t kRegionAlign = 256;
+constexpr std::size_t align_up(std::size_t x, std::size_t a = kRegionAlign) { return (x + a - 1) / a * a; }
+
+/// Bytes of the two parts of a workspace.
+struct WorkspaceSizes {
+  std::size_t reserve = 0, scratch = 0;
+  /// One buffer holding both: the reserve, then the scratch at the next 256-byte boundary.
+  constexpr std::size_t single() const { return align_up(reserve) + scratch; }
+};
+
+/// Lays out regions one after another from `base`, each 256-byte aligned. With a null base it
+/// only counts (every region it hands out is null), so the same code sizes and carves.
+class Carver {
+ public:
+  explicit Carver(void* base = nullptr) : base_(static_cast<char*>(base)) {}
+  template <class U>
+  U* take(std::size_t count) {
+    U* p = base_ ? reinterpret_cast<U*>(base_ + off_) : nullptr;
+    off_ += align_up(count * sizeof(U));
+    return p;
+  }
+  std::size_t bytes() const { return off_; }
+
+ private:
+  char* base_;
+  std::size_t off_ = 0;
+};
+
+LASP_NAMESPACE_END

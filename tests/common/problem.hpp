@@ -16,10 +16,11 @@
 #include <cstdint>
 #include <random>
 #include <type_traits>
+#include <utility>
 #include <vector>
 #include <lasp/args.hpp>
 #include <lasp/element.hpp>
-#include <lasp/policy/decay.hpp>
+#include <lasp/decay/decay.hpp>
 #include <lasp/reference/naive.hpp>
 #include <lasp/tensor.hpp>
 #include "buffer.hpp"
@@ -134,6 +135,13 @@ struct ProblemSpec {
 
 /// Inputs (canonical vectors in the reference layout, and packed buffers in the spec's layout),
 /// output buffers, and the views of each rank's segment.
+namespace detail {
+template <class P, class = void>
+struct has_slopes : std::false_type {};
+template <class P>
+struct has_slopes<P, std::void_t<decltype(std::declval<P&>().slopes)>> : std::true_type {};
+}  // namespace detail
+
 template <class Elem_>
 struct GlobalProblem {
   using Elem = Elem_;
@@ -207,10 +215,11 @@ struct GlobalProblem {
   lasp::ConstGateTensor view_g(int r) const { return lg.cview(g_buf.data(), t0(r)); }
   lasp::GateTensor view_dg(int r) { return lg.view(dg_buf.data(), t0(r)); }
 
-  /// The decay parameters of rank r (slopes are host memory for every backend).
+  /// The decay parameters of rank r (slopes are host memory for every backend; a scheme whose
+  /// Params has a `slopes` pointer gets the problem's slopes).
   template <class Decay>
   typename Decay::Params decay_params(int r) const {
-    if constexpr (std::is_same_v<Decay, lasp::decay::PerHead>) {
+    if constexpr (detail::has_slopes<typename Decay::Params>::value) {
       return {slopes.data()};
     } else if constexpr (std::is_same_v<Decay, lasp::decay::Gate>) {
       return {view_g(r)};

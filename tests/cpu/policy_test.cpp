@@ -81,7 +81,7 @@ TEST_CASE("the communicator concept accepts the host communicators and rejects o
   static_assert(is_communicator_v<comm::HostGroup::Comm>);
   static_assert(!is_communicator_v<NotAComm>);
   static_assert(!is_communicator_v<int>);
-  static_assert(std::is_same_v<backend_for<comm::HostSingle>, host::Backend>);
+  static_assert(std::is_same_v<backend::for_comm<comm::HostSingle>, backend::host::Backend>);
   CHECK(is_communicator_v<comm::HostGroup::Comm>);
   CHECK_FALSE(is_communicator_v<NotAComm>);
 }

@@ -13,6 +13,7 @@
 // check() member, as comm::Nccl does). Call it once at set-up, on every rank of the SP group:
 // it is a collective, so a rank that skips it leaves the others waiting. It allocates no device
 // memory (the caller's scratch), only a few host floats.
+#include "../config.hpp"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -22,7 +23,8 @@
 #include <vector>
 #include "check.hpp"
 
-namespace lasp::comm {
+LASP_NAMESPACE_BEGIN
+namespace comm {
 
 namespace detail {
 /// Element code of T, with CUDA's 16-bit types mapped onto lasp::bf16 / lasp::fp16's codes.
@@ -81,4 +83,5 @@ template <class Policy, class T, class Comm>
   return compare_fingerprints(all.data(), R, shape, R);
 }
 
-}  // namespace lasp::comm
+}  // namespace comm
+LASP_NAMESPACE_END

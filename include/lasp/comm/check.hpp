@@ -14,6 +14,7 @@
 //
 // The fingerprint is a vector of floats, each an integer chunk of 16 bits (exact in fp32), so it
 // travels through any float communicator unchanged.
+#include "../config.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -26,7 +27,8 @@
 #include "../version.hpp"
 #include "concept.hpp"
 
-namespace lasp::comm {
+LASP_NAMESPACE_BEGIN
+namespace comm {
 
 namespace detail {
 
@@ -96,4 +98,5 @@ template <class Policy, class T, class Comm>
   return compare_fingerprints(all.data(), R, shape, R);
 }
 
-}  // namespace lasp::comm
+}  // namespace comm
+LASP_NAMESPACE_END

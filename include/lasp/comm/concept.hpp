@@ -18,12 +18,13 @@
 //       rank's summary at once with it, else it calls send then recv;
 //   Status fork(stream_type, stream_type* side);  Status join(stream_type);
 //       a side stream for the overlapped schedules (ChainOverlap, AllGatherOverlap).
+#include "../config.hpp"
 #include <cstddef>
 #include <type_traits>
 #include <utility>
 #include "../status.hpp"
 
-namespace lasp {
+LASP_NAMESPACE_BEGIN
 
 /// The stream type of the host backend (everything is synchronous on the calling thread).
 struct host_stream {};
@@ -47,4 +48,4 @@ struct is_communicator<
 template <class C>
 inline constexpr bool is_communicator_v = detail::is_communicator<C>::value;
 
-}  // namespace lasp
+LASP_NAMESPACE_END

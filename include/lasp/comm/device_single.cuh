@@ -1,9 +1,11 @@
 #pragma once
 // The single-device communicator: SP size 1, device memory, a CUDA stream.
+#include "../config.hpp"
 #include <cuda_runtime.h>
 #include "concept.hpp"
 
-namespace lasp::comm {
+LASP_NAMESPACE_BEGIN
+namespace comm {
 
 struct DeviceSingle {
   using stream_type = cudaStream_t;
@@ -19,4 +21,5 @@ struct DeviceSingle {
   }
 };
 
-}  // namespace lasp::comm
+}  // namespace comm
+LASP_NAMESPACE_END

@@ -14,9 +14,11 @@
 //   if (lasp::comm::GroupRanks::make(world_rank, world_size, sp, &g) != lasp::Status::kSuccess) ...
 //   // g.sp_color / g.sp_rank -> key of the SP split; g.dp_color / g.dp_rank -> the DP split;
 //   // g.prev_world() / g.next_world(): world ranks of the chain neighbours (-1 at the ends).
+#include "../config.hpp"
 #include "../status.hpp"
 
-namespace lasp::comm {
+LASP_NAMESPACE_BEGIN
+namespace comm {
 
 /// kSuccess when `world_size` ranks split into SP groups of `sp` ranks: world_size >= 1, sp >= 1
 /// and world_size % sp == 0; kInvalidShape otherwise.
@@ -88,4 +90,5 @@ struct GroupRanks {
   constexpr int dp_member(int i) const noexcept { return world_rank_of(i, dp_color, sp_size); }
 };
 
-}  // namespace lasp::comm
+}  // namespace comm
+LASP_NAMESPACE_END

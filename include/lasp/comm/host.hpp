@@ -1,6 +1,7 @@
 #pragma once
 // Host communicators: SP size 1 (HostSingle) and R ranks as threads of one process (HostGroup).
 // Buffers are host memory; every call completes before it returns (recv blocks).
+#include "../config.hpp"
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -11,7 +12,8 @@
 #include <vector>
 #include "concept.hpp"
 
-namespace lasp::comm {
+LASP_NAMESPACE_BEGIN
+namespace comm {
 
 /// One rank, nothing to communicate.
 struct HostSingle {
@@ -101,4 +103,5 @@ class HostGroup {
   unsigned long gen_ = 0;
 };
 
-}  // namespace lasp::comm
+}  // namespace comm
+LASP_NAMESPACE_END

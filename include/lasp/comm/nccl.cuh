@@ -35,7 +35,8 @@
 #error "lasp/comm/nccl.cuh needs NCCL >= 2.18 (ncclCommSplit, grouped point-to-point)"
 #endif
 
-namespace lasp::comm {
+LASP_NAMESPACE_BEGIN
+namespace comm {
 
 namespace detail {
 /// Waits while a non-blocking communicator reports ncclInProgress; then its final state.
@@ -272,4 +273,5 @@ class Nccl {
   return Status::kSuccess;
 }
 
-}  // namespace lasp::comm
+}  // namespace comm
+LASP_NAMESPACE_END

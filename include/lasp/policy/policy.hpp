@@ -1,12 +1,13 @@
 #pragma once
 // The policy bundle that parameterises forward/backward.
+#include "../config.hpp"
 #include <string>
 #include "caching.hpp"
-#include "decay.hpp"
-#include "schedule.hpp"
+#include "../decay/decay.hpp"
+#include "../schedule/schedule.hpp"
 #include "tile.hpp"
 
-namespace lasp {
+LASP_NAMESPACE_BEGIN
 
 /// Compile-time choices for one linear-attention layer:
 ///   Decay_    decay::None | decay::PerHead | decay::Gate
@@ -39,4 +40,4 @@ std::string describe() {
          " caching=" + P::Caching::kName + " tile=" + detail::tile_name<typename P::Tile>::get();
 }
 
-}  // namespace lasp
+LASP_NAMESPACE_END

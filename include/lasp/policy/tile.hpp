@@ -1,7 +1,9 @@
 #pragma once
 // Tile policies: compile-time constants of the chunked kernels. `Auto` lets each backend pick
 // its per-architecture default (see dispatch/tuning.cuh for the CUDA table).
-namespace lasp::tile {
+#include "../config.hpp"
+LASP_NAMESPACE_BEGIN
+namespace tile {
 
 /// Chunk length C, warps per CTA, and the number of sequence segments each (b,h) is split into
 /// per rank on the GPU (0 = chosen from the device's SM count).
@@ -19,4 +21,5 @@ struct Tile {
 /// Let the backend choose (host: C = 64; CUDA: tuning table per architecture).
 struct Auto {};
 
-}  // namespace lasp::tile
+}  // namespace tile
+LASP_NAMESPACE_END

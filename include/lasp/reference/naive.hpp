@@ -7,7 +7,8 @@
 #include <vector>
 #include "../config.hpp"
 
-namespace lasp::reference {
+LASP_NAMESPACE_BEGIN
+namespace reference {
 
 struct Problem {
   index_t B = 1, T = 1, H = 1, D = 1, E = 1;
@@ -148,4 +149,5 @@ inline void backward(const Problem& p, const Vec& q, const Vec& k, const Vec& v,
     }
 }
 
-}  // namespace lasp::reference
+}  // namespace reference
+LASP_NAMESPACE_END

@@ -1,0 +1,353 @@
+#pragma once
+// The host (CPU) backend: the chunked algorithm of math.md section 2 in fp32 with fp32 states,
+// written to be read rather than to be fast. It is the oracle the CUDA kernels are checked
+// against and the path the demo takes on a machine without a GPU.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+#include "../../comm/concept.hpp"
+#include "../../driver/driver.hpp"
+#include "../../element.hpp"
+#include "../../policy/policy.hpp"
+#include "../select.hpp"
+
+LASP_NAMESPACE_BEGIN
+namespace backend::host {
+
+namespace detail {
+template <class Tile> struct chunk_of { static constexpr int value = 64; };
+template <int C, int W, int S> struct chunk_of<tile::Tile<C, W, S>> { static constexpr int value = C; };
+
+/// One (b,h) pair's view of the local segment: rows of q/k/v/... as float, and log-decays.
+template <class Decay, class P>
+inline std::vector<float> log_decays(const P& params, index_t b, index_t h, index_t N) {
+  std::vector<float> l(static_cast<std::size_t>(N));
+  for (index_t n = 0; n < N; ++n) l[std::size_t(n)] = Decay::log_decay(params, b, n, h);
+  return l;
+}
+template <class T>
+inline void load_row(const Tensor<const T>& t, index_t b, index_t n, index_t h, index_t X, float* out) {
+  const T* p = t.at(b, n, h);
+  for (index_t x = 0; x < X; ++x) out[x] = to_float(p[x]);
+}
+template <class T>
+inline void store_row(const Tensor<T>& t, index_t b, index_t n, index_t h, index_t X, const float* in) {
+  T* p = t.at(b, n, h);
+  for (index_t x = 0; x < X; ++x) p[x] = from_float<std::remove_const_t<T>>(in[x]);
+}
+inline float dotf(const float* a, const float* b, index_t n) {
+  float s = 0;
+  for (index_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+constexpr std::uint32_t kForwardTag = 0x1a5f0a11u;
+inline std::uint32_t shape_tag(const Shape& s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (index_t x : {s.B, s.N, s.H, s.D, s.E, index_t(s.R)}) h = (h ^ std::uint64_t(x)) * 1099511628211ull;
+  return std::uint32_t(h ^ (h >> 32));
+}
+}  // namespace detail
+
+struct Backend {
+  using stream_type = host_stream;
+  static constexpr index_t kMaxHeadDim = 1024;
+
+  // ---- state ops (schedule/scan.hpp) ----
+  static Status zero(float* p, std::size_t n, host_stream) {
+    std::memset(p, 0, n * sizeof(float));
+    return Status::kSuccess;
+  }
+  static Status copy(float* d, const float* s, std::size_t n, host_stream) {
+    if (d != s) std::memmove(d, s, n * sizeof(float));
+    return Status::kSuccess;
+  }
+  static Status combine(float* out, const float* A, const float* P, const float* L, index_t bh, index_t de,
+                        host_stream) {
+    for (index_t i = 0; i < bh; ++i) {
+      const float a = A ? A[i] : 1.f;
+      for (index_t x = 0; x < de; ++x) {
+        const std::size_t j = std::size_t(i * de + x);
+        out[j] = (P ? a * P[j] : 0.f) + L[j];
+      }
+    }
+    return Status::kSuccess;
+  }
+
+  // ---- workspace and checks ----
+  /// Nothing beyond the driver's regions (the host backend allocates its own scratch: it is an oracle).
+  struct Regions {};
+  template <class Policy, class T>
+  static Regions carve(const Shape&, Carver&, Carver&) { return {}; }
+
+  template <class Policy, class T>
+  static Status check_forward(const ForwardArgs<T, typename Policy::Decay>& a) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, fp16>,
+                  "The host backend takes float, lasp::bf16 or lasp::fp16 elements.");
+    if (a.shape.D > kMaxHeadDim || a.shape.E > kMaxHeadDim) return Status::kUnsupportedHeadDim;
+    return Policy::Decay::check_values(a.decay, a.shape);
+  }
+  template <class Policy, class T>
+  static Status check_backward(const BackwardArgs<T, typename Policy::Decay>& a) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, fp16>,
+                  "The host backend takes float, lasp::bf16 or lasp::fp16 elements.");
+    if (a.shape.D > kMaxHeadDim || a.shape.E > kMaxHeadDim) return Status::kUnsupportedHeadDim;
+    return Policy::Decay::check_values(a.decay, a.shape);
+  }
+
+  using Ctx = driver::Ctx<host_stream, Regions>;
+
+  static Status unmark_forwarded(Ctx& c) {
+    c.lay.header[driver::kForwardTag] = 0;
+    return Status::kSuccess;
+  }
+  static Status mark_forwarded(const Shape& s, Ctx& c) {
+    c.lay.header[driver::kForwardTag] = detail::kForwardTag;
+    c.lay.header[driver::kShapeTag] = detail::shape_tag(s);
+    return Status::kSuccess;
+  }
+  static Status check_forwarded(const Shape& s, Ctx& c) {
+    return c.lay.header[driver::kForwardTag] == detail::kForwardTag &&
+                   c.lay.header[driver::kShapeTag] == detail::shape_tag(s)
+               ? Status::kSuccess
+               : Status::kNotForwarded;
+  }
+
+  // ---- forward ----
+  /// A_r = exp(sum of log-decays), L_r = state after the segment from a zero state, chunk by chunk:
+  /// S <- exp(G) S + sum_j exp(G - g_j) k_j v_j^T.
+  template <class Policy, class T>
+  static Status rank_summary(const ForwardArgs<T, typename Policy::Decay>& a, float* AL, Ctx&) {
+    using Decay = typename Policy::Decay;
+    constexpr int C = detail::chunk_of<typename Policy::Tile>::value;
+    const Shape& s = a.shape;
+    const index_t D = s.D, E = s.E, bh = s.B * s.H;
+    std::vector<float> kr(static_cast<std::size_t>(D)), vr(static_cast<std::size_t>(E));
+    for (index_t b = 0; b < s.B; ++b)
+      for (index_t h = 0; h < s.H; ++h) {
+        const auto ld = detail::log_decays<Decay>(a.decay, b, h, s.N);
+        float* S = AL + bh + (b * s.H + h) * D * E;
+        std::fill(S, S + D * E, 0.f);
+        float total = 0;
+        for (index_t c0 = 0; c0 < s.N; c0 += C) {
+          const index_t len = std::min<index_t>(C, s.N - c0);
+          std::vector<float> g(static_cast<std::size_t>(len));
+          float acc = 0;
+          for (index_t i = 0; i < len; ++i) g[std::size_t(i)] = acc += ld[std::size_t(c0 + i)];
+          const float G = acc;
+          total += G;
+          const float eG = std::exp(G);
+          for (index_t x = 0; x < D * E; ++x) S[x] *= eG;
+          for (index_t j = 0; j < len; ++j) {
+            detail::load_row(a.k, b, c0 + j, h, D, kr.data());
+            detail::load_row(a.v, b, c0 + j, h, E, vr.data());
+            const float w = std::exp(G - g[std::size_t(j)]);
+            for (index_t d = 0; d < D; ++d)
+              for (index_t e = 0; e < E; ++e) S[d * E + e] += w * kr[std::size_t(d)] * vr[std::size_t(e)];
+          }
+        }
+        AL[b * s.H + h] = std::exp(total);
+      }
+    return Status::kSuccess;
+  }
+
+  /// O_chunk = scale (((Q K^T) .* M) V + diag(exp(g)) Q S_prev), S carried from P.
+  template <class Policy, class T>
+  static Status forward_outputs(const ForwardArgs<T, typename Policy::Decay>& a, const float* P, Ctx&) {
+    using Decay = typename Policy::Decay;
+    constexpr int C = detail::chunk_of<typename Policy::Tile>::value;
+    const Shape& s = a.shape;
+    const index_t D = s.D, E = s.E;
+    std::vector<float> Q(static_cast<std::size_t>(C * D)), K(static_cast<std::size_t>(C * D)), V(static_cast<std::size_t>(C * E)), o(static_cast<std::size_t>(E));
+    std::vector<float> S(static_cast<std::size_t>(D * E));
+    for (index_t b = 0; b < s.B; ++b)
+      for (index_t h = 0; h < s.H; ++h) {
+        const auto ld = detail::log_decays<Decay>(a.decay, b, h, s.N);
+        std::copy(P + (b * s.H + h) * D * E, P + (b * s.H + h + 1) * D * E, S.begin());
+        for (index_t c0 = 0; c0 < s.N; c0 += C) {
+          const index_t len = std::min<index_t>(C, s.N - c0);
+          std::vector<float> g(static_cast<std::size_t>(len));
+          float acc = 0;
+          for (index_t i = 0; i < len; ++i) g[std::size_t(i)] = acc += ld[std::size_t(c0 + i)];
+          for (index_t i = 0; i < len; ++i) {
+            detail::load_row(a.q, b, c0 + i, h, D, &Q[std::size_t(i * D)]);
+            detail::load_row(a.k, b, c0 + i, h, D, &K[std::size_t(i * D)]);
+            detail::load_row(a.v, b, c0 + i, h, E, &V[std::size_t(i * E)]);
+          }
+          for (index_t i = 0; i < len; ++i) {
+            std::fill(o.begin(), o.end(), 0.f);
+            const float* qi = &Q[std::size_t(i * D)];
+            for (index_t j = 0; j <= i; ++j) {
+              const float w = std::exp(g[std::size_t(i)] - g[std::size_t(j)]) * detail::dotf(qi, &K[std::size_t(j * D)], D);
+              for (index_t e = 0; e < E; ++e) o[std::size_t(e)] += w * V[std::size_t(j * E + e)];
+            }
+            const float wi = std::exp(g[std::size_t(i)]);
+            for (index_t d = 0; d < D; ++d)
+              for (index_t e = 0; e < E; ++e) o[std::size_t(e)] += wi * qi[d] * S[std::size_t(d * E + e)];
+            for (float& x : o) x *= a.scale;
+            detail::store_row(a.o, b, c0 + i, h, E, o.data());
+          }
+          const float G = g[std::size_t(len - 1)], eG = std::exp(G);
+          for (float& x : S) x *= eG;
+          for (index_t j = 0; j < len; ++j) {
+            const float w = std::exp(G - g[std::size_t(j)]);
+            for (index_t d = 0; d < D; ++d)
+              for (index_t e = 0; e < E; ++e) S[std::size_t(d * E + e)] += w * K[std::size_t(j * D + d)] * V[std::size_t(j * E + e)];
+          }
+        }
+      }
+    return Status::kSuccess;
+  }
+
+  // ---- backward ----
+  /// M_r = scale sum_t exp(c_t - c_start) q_t do_t^T  (c_t - c_start: log-decay from the segment
+  /// start through t, always <= 0).
+  template <class Policy, class T>
+  static Status backward_summary(const BackwardArgs<T, typename Policy::Decay>& a, const float*, float* M, Ctx&) {
+    using Decay = typename Policy::Decay;
+    const Shape& s = a.shape;
+    const index_t D = s.D, E = s.E;
+    std::vector<float> qr(static_cast<std::size_t>(D)), dr(static_cast<std::size_t>(E));
+    for (index_t b = 0; b < s.B; ++b)
+      for (index_t h = 0; h < s.H; ++h) {
+        const auto ld = detail::log_decays<Decay>(a.decay, b, h, s.N);
+        float* Mb = M + (b * s.H + h) * D * E;
+        std::fill(Mb, Mb + D * E, 0.f);
+        float c = 0;
+        for (index_t t = 0; t < s.N; ++t) {
+          c += ld[std::size_t(t)];
+          detail::load_row(a.q, b, t, h, D, qr.data());
+          detail::load_row(a.dout, b, t, h, E, dr.data());
+          const float w = a.scale * std::exp(c);
+          for (index_t d = 0; d < D; ++d)
+            for (index_t e = 0; e < E; ++e) Mb[d * E + e] += w * qr[std::size_t(d)] * dr[std::size_t(e)];
+        }
+      }
+    return Status::kSuccess;
+  }
+
+  /// Nothing to overlap on the host: backward_outputs does all the rank-local work.
+  template <class Policy, class T>
+  static Status backward_local(const BackwardArgs<T, typename Policy::Decay>&, const float*, Ctx&) {
+    return Status::kSuccess;
+  }
+
+  /// dq by a forward sweep over chunks (state S from P), dk and dv by a reverse sweep (state
+  /// gradient dS from G); for gates dc_t = q.dq - k.dk, reverse-summed within the rank.
+  template <class Policy, class T>
+  static Status backward_outputs(const BackwardArgs<T, typename Policy::Decay>& a, const float* P, const float* Gr,
+                                 const float* s_final, float* dc_total, Ctx&) {
+    using Decay = typename Policy::Decay;
+    constexpr int C = detail::chunk_of<typename Policy::Tile>::value;
+    const Shape& s = a.shape;
+    const index_t D = s.D, E = s.E, N = s.N;
+    std::vector<float> Q(static_cast<std::size_t>(N * D)), K(static_cast<std::size_t>(N * D)), V(static_cast<std::size_t>(N * E)), dO(static_cast<std::size_t>(N * E));
+    std::vector<float> dQ(static_cast<std::size_t>(N * D)), dK(static_cast<std::size_t>(N * D)), dV(static_cast<std::size_t>(N * E));
+    std::vector<float> S(static_cast<std::size_t>(D * E)), dS(static_cast<std::size_t>(D * E)), g(static_cast<std::size_t>(N));
+    for (index_t b = 0; b < s.B; ++b)
+      for (index_t h = 0; h < s.H; ++h) {
+        const auto ld = detail::log_decays<Decay>(a.decay, b, h, N);
+        for (index_t t = 0; t < N; ++t) {
+          detail::load_row(a.q, b, t, h, D, &Q[std::size_t(t * D)]);
+          detail::load_row(a.k, b, t, h, D, &K[std::size_t(t * D)]);
+          detail::load_row(a.v, b, t, h, E, &V[std::size_t(t * E)]);
+          detail::load_row(a.dout, b, t, h, E, &dO[std::size_t(t * E)]);
+        }
+        // g: log-decay local to each chunk (g_i = c_{s+i} - c_{s-1}).
+        for (index_t c0 = 0; c0 < N; c0 += C) {
+          float acc = 0;
+          for (index_t i = c0; i < std::min<index_t>(c0 + C, N); ++i) g[std::size_t(i)] = acc += ld[std::size_t(i)];
+        }
+        std::fill(dQ.begin(), dQ.end(), 0.f);
+        std::fill(dK.begin(), dK.end(), 0.f);
+        std::fill(dV.begin(), dV.end(), 0.f);
+        // Forward sweep: dq_i = scale (sum_{j<=i} exp(g_i - g_j)(do_i.v_j) k_j + exp(g_i) S do_i).
+        const index_t off = (b * s.H + h) * D * E;
+        std::copy(P + off, P + off + D * E, S.begin());
+        for (index_t c0 = 0; c0 < N; c0 += C) {
+          const index_t c1 = std::min<index_t>(c0 + C, N);
+          for (index_t i = c0; i < c1; ++i) {
+            float* dq = &dQ[std::size_t(i * D)];
+            for (index_t j = c0; j <= i; ++j) {
+              const float w = a.scale * std::exp(g[std::size_t(i)] - g[std::size_t(j)]) *
+                              detail::dotf(&dO[std::size_t(i * E)], &V[std::size_t(j * E)], E);
+              for (index_t d = 0; d < D; ++d) dq[d] += w * K[std::size_t(j * D + d)];
+            }
+            const float wi = a.scale * std::exp(g[std::size_t(i)]);
+            for (index_t d = 0; d < D; ++d) dq[d] += wi * detail::dotf(&S[std::size_t(d * E)], &dO[std::size_t(i * E)], E);
+          }
+          const float G = g[std::size_t(c1 - 1)], eG = std::exp(G);
+          for (float& x : S) x *= eG;
+          for (index_t j = c0; j < c1; ++j) {
+            const float w = std::exp(G - g[std::size_t(j)]);
+            for (index_t d = 0; d < D; ++d)
+              for (index_t e = 0; e < E; ++e) S[std::size_t(d * E + e)] += w * K[std::size_t(j * D + d)] * V[std::size_t(j * E + e)];
+          }
+        }
+        // Reverse sweep: dS enters the last chunk as G_r.
+        std::copy(Gr + off, Gr + off + D * E, dS.begin());
+        const index_t last_c0 = (N - 1) / C * C;
+        for (index_t c0 = last_c0; c0 >= 0; c0 -= C) {
+          const index_t c1 = std::min<index_t>(c0 + C, N);
+          const float Gc = g[std::size_t(c1 - 1)];
+          for (index_t j = c0; j < c1; ++j) {
+            float* dk = &dK[std::size_t(j * D)];
+            float* dv = &dV[std::size_t(j * E)];
+            for (index_t i = j; i < c1; ++i) {
+              const float w = a.scale * std::exp(g[std::size_t(i)] - g[std::size_t(j)]);
+              const float dov = detail::dotf(&dO[std::size_t(i * E)], &V[std::size_t(j * E)], E);
+              const float qk = detail::dotf(&Q[std::size_t(i * D)], &K[std::size_t(j * D)], D);
+              for (index_t d = 0; d < D; ++d) dk[d] += w * dov * Q[std::size_t(i * D + d)];
+              for (index_t e = 0; e < E; ++e) dv[e] += w * qk * dO[std::size_t(i * E + e)];
+            }
+            const float wj = std::exp(Gc - g[std::size_t(j)]);
+            for (index_t d = 0; d < D; ++d) dk[d] += wj * detail::dotf(&dS[std::size_t(d * E)], &V[std::size_t(j * E)], E);
+            for (index_t d = 0; d < D; ++d)
+              for (index_t e = 0; e < E; ++e) dv[e] += wj * dS[std::size_t(d * E + e)] * K[std::size_t(j * D + d)];
+          }
+          const float eG = std::exp(Gc);
+          for (float& x : dS) x *= eG;
+          for (index_t i = c0; i < c1; ++i) {
+            const float w = a.scale * std::exp(g[std::size_t(i)]);
+            for (index_t d = 0; d < D; ++d)
+              for (index_t e = 0; e < E; ++e) dS[std::size_t(d * E + e)] += w * Q[std::size_t(i * D + d)] * dO[std::size_t(i * E + e)];
+          }
+        }
+        for (index_t t = 0; t < N; ++t) {
+          detail::store_row(a.dq, b, t, h, D, &dQ[std::size_t(t * D)]);
+          detail::store_row(a.dk, b, t, h, D, &dK[std::size_t(t * D)]);
+          detail::store_row(a.dv, b, t, h, E, &dV[std::size_t(t * E)]);
+        }
+        if constexpr (Decay::kHasGradient) {
+          float acc = 0;
+          if (s_final) acc = detail::dotf(Gr + off, s_final + off, D * E);
+          for (index_t t = N - 1; t >= 0; --t) {
+            acc += detail::dotf(&Q[std::size_t(t * D)], &dQ[std::size_t(t * D)], D) -
+                   detail::dotf(&K[std::size_t(t * D)], &dK[std::size_t(t * D)], D);
+            a.dg(b, t, h) = acc;
+          }
+          dc_total[b * s.H + h] = acc;
+        }
+      }
+    return Status::kSuccess;
+  }
+
+  template <class Policy, class T>
+  static Status add_dg_suffix(const BackwardArgs<T, typename Policy::Decay>& a, const float* suffix, Ctx&) {
+    const Shape& s = a.shape;
+    for (index_t b = 0; b < s.B; ++b)
+      for (index_t n = 0; n < s.N; ++n)
+        for (index_t h = 0; h < s.H; ++h) a.dg(b, n, h) += suffix[b * s.H + h];
+    return Status::kSuccess;
+  }
+};
+
+}  // namespace backend::host
+
+template <>
+struct backend::select<false> {
+  using type = backend::host::Backend;
+};
+
+LASP_NAMESPACE_END

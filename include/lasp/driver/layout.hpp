@@ -1,0 +1,94 @@
+#pragma once
+// The one workspace layout, shared by the host and CUDA backends: the driver's regions, then the
+// backend's (Backend::carve), carved once per call from the reserve and the scratch.
+//
+//   reserve: header (named 32-bit slots) | P (state entering this rank) | [A | L] (this rank's
+//            summary) | backend reserve (e.g. per-segment states under caching::Cache)
+//   scratch: tmp | gathered (R summaries, gathering schedules) | [A | M] | G | dc (2 B*H) |
+//            dc_gathered (R B*H) | backend scratch
+// All regions are 256-byte aligned (workspace.hpp's Carver).
+#include <cstddef>
+#include <cstdint>
+#include "../args.hpp"
+#include "../workspace.hpp"
+#include "validate.hpp"
+
+LASP_NAMESPACE_BEGIN
+namespace driver {
+
+/// Named 32-bit slots of the reserve's header (256 bytes).
+enum HeaderSlot : int {
+  kForwardTag = 0,    // host backend: forward completed on this reserve
+  kShapeTag = 1,      // host backend: hash of that forward's shape
+  kDeviceStatus = 2,  // CUDA backend: deferred device-side verdict (bit 0: invalid gate value)
+};
+inline constexpr std::size_t kHeaderSlots = kRegionAlign / sizeof(std::uint32_t);
+
+template <class Regions>
+struct Layout {
+  // Reserve: kept from forward to backward.
+  std::uint32_t* header = nullptr;
+  float* P = nullptr;   // (B,H,D,E)
+  float* AL = nullptr;  // [A (B*H) | L (B*H*D*E)]
+  // Scratch: reused by every call.
+  float* tmp = nullptr;          // one summary: outgoing state / reverse-scan temporaries
+  float* gathered = nullptr;     // R summaries (gathering schedules), else empty
+  float* M = nullptr;            // [A | M] backward summary
+  float* G = nullptr;            // (B,H,D,E) gradient of the state leaving this rank
+  float* dc = nullptr;           // (B*H) gates: this rank's dLoss/dc total; then (B*H) later ranks' suffix
+  float* dc_gathered = nullptr;  // R x (B*H) gates' totals of every rank
+  Regions backend{};
+  WorkspaceSizes sizes{};
+  index_t bh = 0, de = 0;
+  const float* A() const { return AL; }
+  const float* L() const { return AL + bh; }
+};
+
+/// Carves the layout of `s` from the two bases (null bases: sizes only).
+template <class Policy, class Backend, class T>
+Layout<typename Backend::Regions> carve(const Shape& s, void* reserve, void* scratch) {
+  Layout<typename Backend::Regions> l;
+  l.bh = s.B * s.H;
+  l.de = s.D * s.E;
+  const std::size_t state = std::size_t(l.bh * l.de), summary = std::size_t(l.bh * (1 + l.de));
+  const std::size_t R = std::size_t(s.R);
+  Carver rc(reserve), sc(scratch);
+  l.header = rc.take<std::uint32_t>(kHeaderSlots);
+  l.P = rc.take<float>(state);
+  l.AL = rc.take<float>(summary);
+  l.tmp = sc.take<float>(summary);
+  l.gathered = sc.take<float>(Policy::Schedule::kGathers ? summary * R : 0);
+  l.M = sc.take<float>(summary);
+  l.G = sc.take<float>(state);
+  l.dc = sc.take<float>(2 * std::size_t(l.bh));
+  l.dc_gathered = sc.take<float>(std::size_t(l.bh) * R);
+  l.backend = Backend::template carve<Policy, T>(s, rc, sc);
+  l.sizes = {rc.bytes(), sc.bytes()};
+  return l;
+}
+
+template <class Policy, class Backend, class T>
+WorkspaceSizes sizes(const Shape& s) {
+  return carve<Policy, Backend, T>(s, nullptr, nullptr).sizes;
+}
+
+/// The layout in a caller's workspace: the scratch follows the reserve unless given apart.
+template <class Policy, class Backend, class T>
+Layout<typename Backend::Regions> bind(const Shape& s, const Workspace& ws) {
+  if (ws.scratch) return carve<Policy, Backend, T>(s, ws.ptr, ws.scratch);
+  const WorkspaceSizes z = sizes<Policy, Backend, T>(s);
+  return carve<Policy, Backend, T>(s, ws.ptr, static_cast<char*>(ws.ptr) + align_up(z.reserve));
+}
+
+/// kWorkspaceTooSmall, or kOverlap for a separate scratch that overlaps the reserve.
+template <class Policy, class Backend, class T>
+Status check_workspace(const Shape& s, const Workspace& ws) {
+  const WorkspaceSizes z = sizes<Policy, Backend, T>(s);
+  if (!ws.scratch) return ws.bytes < z.single() ? Status::kWorkspaceTooSmall : Status::kSuccess;
+  if (ws.bytes < z.reserve || ws.scratch_bytes < z.scratch) return Status::kWorkspaceTooSmall;
+  if (overlaps(workspace_extent(ws), scratch_extent(ws))) return Status::kOverlap;
+  return Status::kSuccess;
+}
+
+}  // namespace driver
+LASP_NAMESPACE_END

@@ -1,0 +1,60 @@
+#pragma once
+// Parameters of the sm_80 chunk kernels. One struct for the five kernels keeps the launch table
+// simple; each kernel reads only its fields. Most of its size is the per-head slopes of
+// decay::PerHead (passed by value: host memory, no device read).
+#include <cuda_runtime.h>
+#include "../../args.hpp"
+
+LASP_NAMESPACE_BEGIN
+namespace kernel::sm80 {
+
+template <class T, class Decay>
+struct ChunkParams {
+  Tensor<const T> q, k, v, dout;
+  Tensor<T> o, dq, dk, dv;
+  index_t B = 0, N = 0, H = 0;
+  float scale = 1.f;
+  typename Decay::DeviceParams decay{};
+  int nseg = 1;        // segments per (b,h) on this rank
+  index_t seg_len = 0; // tokens per segment (a multiple of the chunk)
+  // Per-segment summaries, [nseg][B*H] scalars and [nseg][B*H][D*E] states (fp32).
+  float* seg_A = nullptr;
+  float* seg_S = nullptr;
+  float* seg_Apre = nullptr;   // product of A over earlier segments (forward set)
+  float* seg_M = nullptr;      // backward set: [nseg][B*H][D*E] M_seg, then Y_seg (suffix from zero)
+  float* seg_Apost = nullptr;  // product of A over later segments
+  const float* rank_grad = nullptr;  // G_r (backward)
+  const float* rank_state = nullptr;  // P_r, (B*H, D*E)
+  float* qdq = nullptr;        // gates backward: q.dq per token, [B*H][N]
+  float* seg_dc = nullptr;     // gates backward: per-segment dc totals, [nseg][B*H]
+  unsigned* status = nullptr;  // deferred device status (bit 0: invalid gate value)
+};
+
+/// Grid of every chunk kernel: one CTA per (segment, b*h).
+template <class T, class Decay>
+dim3 chunk_grid(const ChunkParams<T, Decay>& p) {
+  return dim3(unsigned(p.nseg), unsigned(p.B * p.H));
+}
+
+/// Where a CTA's work lies: its (b, h), its segment and the segment's token range.
+struct CtaCoords {
+  int seg;
+  index_t bh, b, h, n_begin, n_end;
+  template <class P>
+  LASP_DEVICE static CtaCoords of(const P& p) {
+    CtaCoords c;
+    c.seg = blockIdx.x;
+    c.bh = blockIdx.y;
+    c.b = c.bh / p.H;
+    c.h = c.bh % p.H;
+    c.n_begin = c.seg * p.seg_len;
+    c.n_end = p.N < c.n_begin + p.seg_len ? p.N : c.n_begin + p.seg_len;
+    return c;
+  }
+  /// Index of this CTA's per-segment summary.
+  template <class P>
+  LASP_DEVICE index_t seg_index(const P& p) const { return index_t(seg) * p.B * p.H + bh; }
+};
+
+}  // namespace kernel::sm80
+LASP_NAMESPACE_END

@@ -1,0 +1,102 @@
+#pragma once
+// Tile operations shared by the sm_80 chunk kernels: accumulator scaling, masked scores, row
+// scaling and dot products, row-wise output stores. Device code only.
+#include "mma.cuh"
+
+LASP_NAMESPACE_BEGIN
+namespace kernel::sm80 {
+
+template <int MT, int NT>
+LASP_DEVICE void scale_acc(float (&a)[MT][NT][4], float f) {
+  #pragma unroll
+  for (int i = 0; i < MT; ++i)
+    #pragma unroll
+    for (int j = 0; j < NT; ++j)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) a[i][j][e] *= f;
+}
+
+/// Masked scores into this warp's rows of sp: lower (j <= i, forward mask M) or upper (i >= j
+/// seen from the key row, mask M^T) triangle, weight scale * exp(g_row - g_col) or exp(g_col - g_row).
+template <int C, bool Upper, class T>
+LASP_DEVICE void store_masked(T* sp, const float (&A)[1][C / 8][4], const float* g, float scale, int m0, int lane) {
+  const int gid = lane >> 2, t4 = lane & 3;
+  const int r0 = m0 + gid, r1 = r0 + 8;
+  const float g0 = g[r0], g1 = g[r1];
+  #pragma unroll
+  for (int j = 0; j < C / 8; ++j) {
+    const int c = 8 * j + 2 * t4;
+    const float gc0 = g[c], gc1 = g[c + 1];
+    float w00, w01, w10, w11;
+    if constexpr (!Upper) {
+      w00 = c <= r0 ? scale * __expf(g0 - gc0) : 0.f; w01 = c + 1 <= r0 ? scale * __expf(g0 - gc1) : 0.f;
+      w10 = c <= r1 ? scale * __expf(g1 - gc0) : 0.f; w11 = c + 1 <= r1 ? scale * __expf(g1 - gc1) : 0.f;
+    } else {
+      w00 = c >= r0 ? scale * __expf(gc0 - g0) : 0.f; w01 = c + 1 >= r0 ? scale * __expf(gc1 - g0) : 0.f;
+      w10 = c >= r1 ? scale * __expf(gc0 - g1) : 0.f; w11 = c + 1 >= r1 ? scale * __expf(gc1 - g1) : 0.f;
+    }
+    *reinterpret_cast<std::uint32_t*>(sp + Swz<C>::off(r0, c)) = MmaOp<T>::pack(A[0][j][0] * w00, A[0][j][1] * w01);
+    *reinterpret_cast<std::uint32_t*>(sp + Swz<C>::off(r1, c)) = MmaOp<T>::pack(A[0][j][2] * w10, A[0][j][3] * w11);
+  }
+}
+
+/// Multiply accumulator rows (16 i + gid, 16 i + gid + 8) by f(row).
+template <int MT, int NT, class F>
+LASP_DEVICE void scale_rows(float (&a)[MT][NT][4], int lane, F f) {
+  const int gid = lane >> 2;
+  #pragma unroll
+  for (int i = 0; i < MT; ++i) {
+    const float f0 = f(16 * i + gid), f1 = f(16 * i + gid + 8);
+    #pragma unroll
+    for (int j = 0; j < NT; ++j) { a[i][j][0] *= f0; a[i][j][1] *= f0; a[i][j][2] *= f1; a[i][j][3] *= f1; }
+  }
+}
+
+/// Store accumulator tiles (rows 16 i + gid (+8), columns 8 j + 2 t4 (+1)) to global rows
+/// [0, valid_rows) of element type G, row stride ld: each quad writes 16 contiguous bytes of a
+/// row and L2 merges the sectors, so no shared-memory staging is needed.
+template <int MT, int NT, class G>
+LASP_DEVICE void store_rows(G* g, index_t ld, const float (&acc)[MT][NT][4], int lane, int valid_rows) {
+  const int gid = lane >> 2, t4 = lane & 3;
+  #pragma unroll
+  for (int i = 0; i < MT; ++i) {
+    const int r0 = 16 * i + gid, r1 = r0 + 8;
+    #pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int c = 8 * j + 2 * t4;
+      if (r0 < valid_rows) store2(g + index_t(r0) * ld + c, acc[i][j][0], acc[i][j][1]);
+      if (r1 < valid_rows) store2(g + index_t(r1) * ld + c, acc[i][j][2], acc[i][j][3]);
+    }
+  }
+}
+
+/// Scale row i of a swizzled [C][X] tile by f * exp(g_i) (Threads threads take part).
+template <int C, int X, int Threads, class T>
+LASP_DEVICE void scale_rows_from_start(T* s, const float* g, float f, int tid) {
+  for (int i = tid; i < C * X / 8; i += Threads) {
+    const int r = i / (X / 8), c = (i % (X / 8)) * 8;
+    const float w = f * __expf(g[r]);
+    T* p = s + Swz<X>::off(r, c);
+    #pragma unroll
+    for (int e = 0; e < 8; ++e) p[e] = MmaOp<T>::from(MmaOp<T>::to(p[e]) * w);
+  }
+}
+
+/// Row dot products of accumulators (rows m0+gid, m0+gid+8) with a swizzled smem tile; the
+/// result is complete in every lane of the quad.
+template <int NT, int X, class T>
+LASP_DEVICE void row_dots(const float (&A)[1][NT][4], const T* s, int m0, int lane, float& d0, float& d1) {
+  const int gid = lane >> 2, t4 = lane & 3;
+  d0 = 0.f; d1 = 0.f;
+  #pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int c = 8 * j + 2 * t4;
+    d0 += A[0][j][0] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c)]) + A[0][j][1] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c + 1)]);
+    d1 += A[0][j][2] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c)]) + A[0][j][3] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c + 1)]);
+  }
+  d0 += __shfl_xor_sync(0xffffffffu, d0, 1); d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
+  d1 += __shfl_xor_sync(0xffffffffu, d1, 1); d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
+}
+
+}  // namespace kernel::sm80
+LASP_NAMESPACE_END
