@@ -15,7 +15,8 @@
 // Optional members, used when present (detected by traits in schedule/):
 //   Status sendrecv(const float* s, int dst, float* r, int src, std::size_t count, stream_type);
 //       one grouped exchange (dst or src -1 skips that half); schedule::Truncated shifts every
-//       rank's summary at once with it, else it calls send then recv;
+//       rank's summary at once with it, and schedule::LogScan runs each of its rounds with it,
+//       else they call send then recv;
 //   Status fork(stream_type, stream_type* side);  Status join(stream_type);
 //       a side stream for the overlapped schedules (ChainOverlap, AllGatherOverlap).
 #include "../config.hpp"
