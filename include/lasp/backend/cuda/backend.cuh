@@ -68,6 +68,7 @@ struct Backend {
     using R = resolve_tile<typename Policy::Tile>;
     if (R::kChunk != 64 || R::kWarps != 4) return Status::kUnsupportedTile;  // only C=64, 4 warps built
     if ((s.D != 64 && s.D != 128) || (s.E != 64 && s.E != 128)) return Status::kUnsupportedHeadDim;
+    if (s.B * s.H > 65535) return Status::kInvalidShape;  // the chunk grids' y dimension
     return Status::kSuccess;
   }
   template <class Policy, class T>

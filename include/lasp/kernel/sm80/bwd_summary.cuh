@@ -28,7 +28,7 @@ struct BwdSummary {
     const CtaCoords cta = CtaCoords::of(p);
     float M[MT][NT][4];
     zero_acc(M);
-    const ChunkWalk<C, 2, true, Decay> walk{cta.n_begin, cta.n_end, p.decay, cta.b, cta.h, p.status};
+    const ChunkWalk<C, 2, true, Decay, false> walk{cta.n_begin, cta.n_end, p.decay, cta.b, cta.h, p.status};
     walk.run(
         sm.g,
         [&](index_t n0, int len, int buf) {
