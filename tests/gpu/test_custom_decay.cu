@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <lasp/lasp.cuh>
 #include <cstring>
+#include <string>
 #include "../common/device.hpp"
 #include "../common/tensor_slopes.hpp"
 
@@ -42,8 +43,8 @@ TEST_CASE("gpu: a decay scheme defined outside lasp matches decay::PerHead bit f
         sf = lasp::forward<Custom>(fa, comm, w, nullptr);
         sb = lasp::backward<Custom>(ba, comm, w, nullptr);
       }
-      INFO("which=", which, " forward: ", lasp::to_string(sf), " backward: ", lasp::to_string(sb),
-           " last CUDA error: ", cudaGetErrorString(cudaPeekAtLastError()));
+      INFO("which=", which, " forward: ", std::string(lasp::to_string(sf)), " backward: ",
+           std::string(lasp::to_string(sb)), " last CUDA error: ", std::string(cudaGetErrorString(cudaPeekAtLastError())));
       REQUIRE(sf == lasp::Status::kSuccess);
       REQUIRE(sb == lasp::Status::kSuccess);
       LASP_TEST_CUDA(cudaDeviceSynchronize());

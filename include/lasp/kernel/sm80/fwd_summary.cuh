@@ -30,7 +30,7 @@ struct FwdSummary {
     float S[MT][NT][4];
     zero_acc(S);
     float total = 0.f;
-    const ChunkWalk<C, 2, false, Decay> walk{cta.n_begin, cta.n_end, p.decay, cta.b, cta.h, p.status};
+    const ChunkWalk<C, 2, false, Decay, false> walk{cta.n_begin, cta.n_end, p.decay, cta.b, cta.h, p.status};
     walk.run(
         sm.g,
         [&](index_t n0, int len, int buf) {
