@@ -13,6 +13,8 @@ enum class Status : int {
   kUnsupportedHeadDim,     // D or E not supported by this backend
   kUnsupportedTile,        // tile policy (chunk, warps) not built for this backend
   kUnsupportedDevice,      // the device cannot run this (compute capability, shared memory per block)
+  kWrongMemorySpace,       // a pointer is not in the memory the backend needs (device memory for
+                           // the CUDA backend's tensors, host memory for per-head slopes)
   kInvalidDecay,           // a slope < 0 (or not finite), a log-gate > 0 (or not finite)
   kWorkspaceTooSmall,      // workspace bytes below workspace_size()
   kSpSizeMismatch,         // args.shape.R differs from the communicator's size
@@ -34,6 +36,7 @@ enum class Status : int {
     case Status::kUnsupportedHeadDim: return "head dimension D or E not supported by this backend";
     case Status::kUnsupportedTile: return "tile policy (chunk length, warps) not built for this backend";
     case Status::kUnsupportedDevice: return "the device cannot run this (compute capability or shared memory per block)";
+    case Status::kWrongMemorySpace: return "a pointer is in the wrong memory space (device tensors, host slopes)";
     case Status::kInvalidDecay: return "invalid decay: slope < 0, log-gate > 0, or not finite";
     case Status::kWorkspaceTooSmall: return "workspace smaller than workspace_size()";
     case Status::kSpSizeMismatch: return "args.shape.R differs from the communicator size";

@@ -29,6 +29,7 @@ struct TensorSlopes {
     return lasp::Status::kSuccess;
   }
   static lasp::ConstGateTensor input_gates(const Params&) { return {}; }
+  static const void* host_memory(const Params&) { return nullptr; }
   static bool single_hop(const Params&, const lasp::Shape&) { return false; }
   static DeviceParams device_params(const Params& p, const lasp::Shape&, lasp::GateTensor = {}) { return {p.slopes}; }
   LASP_HD static float log_decay(const Params& p, lasp::index_t, lasp::index_t, lasp::index_t h) { return -p.slopes[h]; }

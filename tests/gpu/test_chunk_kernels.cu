@@ -217,6 +217,67 @@ TEST_CASE("gpu: unsupported head dims and tiles are refused with their status, n
   }
 }
 
+// What a device cannot run is refused by can_implement, from the device's own limits: a GPU with
+// 99 KB of shared memory per block (sm_86/sm_89) cannot take D = E = 128, one below sm_80 nothing.
+TEST_CASE("gpu: can_implement refuses what the device cannot run (shared memory, architecture)") {
+  using P = lasp::Policy<lasp::decay::PerHead>;
+  using B = lasp::backend::cuda::Backend;
+  lasp::backend::cuda::DeviceInfo ampere_consumer;  // an RTX 3090 / A10 / L4 / L40S as the runtime reports it
+  ampere_consumer.major = 8; ampere_consumer.minor = 6; ampere_consumer.smem_optin = 101376;
+  CHECK(B::check_device<P, lasp::bf16>(lasp::Shape{1, 64, 1, 128, 128, 1}, ampere_consumer) == lasp::Status::kUnsupportedDevice);
+  CHECK(B::check_device<P, lasp::bf16>(lasp::Shape{1, 64, 1, 64, 64, 1}, ampere_consumer) == lasp::Status::kSuccess);
+  lasp::backend::cuda::DeviceInfo turing;
+  turing.major = 7; turing.minor = 5; turing.smem_optin = 65536;
+  CHECK(B::check_device<P, lasp::bf16>(lasp::Shape{1, 64, 1, 64, 64, 1}, turing) == lasp::Status::kUnsupportedDevice);
+  lasp::backend::cuda::DeviceInfo here;
+  REQUIRE(lasp::backend::cuda::current_device(&here) == lasp::Status::kSuccess);
+  CHECK(B::check_device<P, lasp::bf16>(lasp::Shape{1, 64, 1, 128, 128, 1}, here) == lasp::Status::kSuccess);
+}
+
+// B*H beyond 65535 (the old grid's y limit): b*h is the grid's x dimension, so it runs, correctly.
+TEST_CASE("gpu: B*H above 65535 runs and matches the reference") {
+  const Case c{32769, 3, 2, 64, 64, Layout::kTokenMajor, 1.f, false};
+  run_case<lasp::bf16, lasp::Policy<lasp::decay::Gate>>(c, 4242);
+}
+
+// Backward checks on the device that its reserve holds the forward of the same q, k, v: a reserve
+// that no forward filled, or that another layer's forward filled, gives kNotForwarded through
+// deferred_status and no output is written.
+TEST_CASE("gpu: backward on a reserve of another forward is detected, nothing written") {
+  using P = lasp::Policy<lasp::decay::PerHead>;
+  ProblemSpec s;
+  s.B = 1; s.N = 300; s.H = 2; s.D = 64; s.E = 64; s.seed = 31;
+  GlobalProblem<lasp::bf16> layer1(s), layer2(s);
+  DeviceProblem<lasp::bf16> d1(layer1), d2(layer2);
+  lasp::comm::DeviceSingle comm;
+  const std::size_t wsb = lasp::workspace_size<P, lasp::bf16>(layer1.shape(), comm);
+  DeviceBuf<unsigned char> ws1(wsb), ws2(wsb);
+  LASP_TEST_CUDA(cudaMemset(ws2.ptr, 0, wsb));  // never forwarded
+  const lasp::Workspace w1{ws1.ptr, wsb}, w2{ws2.ptr, wsb};
+  auto same = [](const auto& a, const auto& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
+  };
+  REQUIRE(lasp::forward<P>(d1.template forward_args<lasp::decay::PerHead>(0), comm, w1, nullptr) == lasp::Status::kSuccess);
+  REQUIRE(lasp::cuda::deferred_status(w1, nullptr) == lasp::Status::kSuccess);
+  // Layer 2's backward on layer 1's reserve, then on a reserve no forward filled.
+  for (const lasp::Workspace& w : {w1, w2}) {
+    const auto dq0 = layer2.dq_buf, dk0 = layer2.dk_buf, dv0 = layer2.dv_buf;
+    CHECK(lasp::backward<P>(d2.template backward_args<lasp::decay::PerHead>(0), comm, w, nullptr) == lasp::Status::kSuccess);
+    CHECK(lasp::cuda::deferred_status(w, nullptr) == lasp::Status::kNotForwarded);
+    d2.download();
+    CHECK(same(layer2.dq_buf, dq0));
+    CHECK(same(layer2.dk_buf, dk0));
+    CHECK(same(layer2.dv_buf, dv0));
+  }
+  // Layer 1's own backward on its reserve is fine.
+  CHECK(lasp::backward<P>(d1.template backward_args<lasp::decay::PerHead>(0), comm, w1, nullptr) == lasp::Status::kSuccess);
+  CHECK(lasp::cuda::deferred_status(w1, nullptr) == lasp::Status::kSuccess);
+  d1.download();
+  const RefResult ref = run_reference<lasp::decay::PerHead>(layer1);
+  CHECK(rel_err(layer1.dq(), ref.dq) < Limits<lasp::bf16>::kOut);
+  CHECK(rel_err(layer1.dk(), ref.dk) < Limits<lasp::bf16>::kOut);
+}
+
 // forward + backward enqueue only stream-ordered work (no allocation, no synchronisation), so a
 // training step can be captured into a CUDA graph and replayed: the replay gives the same outputs.
 TEST_CASE("gpu: forward + backward captured in a CUDA graph replay to the same results") {

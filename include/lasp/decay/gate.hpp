@@ -43,6 +43,7 @@ struct Gate {
     return Status::kSuccess;
   }
   static ConstGateTensor input_gates(const Params& p) { return p.g; }
+  static const void* host_memory(const Params&) { return nullptr; }
   static bool single_hop(const Params&, const Shape&) { return false; }  // values are not host-readable
   static DeviceParams device_params(const Params& p, const Shape&, GateTensor dg = {}) { return {p.g, dg}; }
   LASP_HD static float log_decay(const Params& p, index_t b, index_t n, index_t h) { return p.g(b, n, h); }

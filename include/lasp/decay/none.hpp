@@ -11,6 +11,7 @@
 //   check_values(Params, Shape)   checks of the values themselves where they are host memory
 //                                 (the host backend; the CUDA backend checks on the device);
 //   input_gates(Params)           a per-token input tensor, for the overlap checks ({} if none);
+//   host_memory(Params)           a pointer lasp reads on the host (must not be device memory), or null;
 //   single_hop(Params, Shape)     schedule::Truncated: is the decay over one rank below fp32
 //                                 resolution on every head, so one neighbour hop is exact?
 //   log_decay(Params, b, n, h)    log a_t (host backend, reference-style code);
@@ -35,6 +36,7 @@ struct None {
   static Status check(const Params&, const Shape&) { return Status::kSuccess; }
   static Status check_values(const Params&, const Shape&) { return Status::kSuccess; }
   static ConstGateTensor input_gates(const Params&) { return {}; }
+  static const void* host_memory(const Params&) { return nullptr; }
   static bool single_hop(const Params&, const Shape&) { return false; }
   static DeviceParams device_params(const Params&, const Shape&, GateTensor = {}) { return {}; }
   LASP_HD static float log_decay(const Params&, index_t, index_t, index_t) { return 0.f; }

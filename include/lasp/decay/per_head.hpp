@@ -34,6 +34,7 @@ struct PerHead {
   }
   static Status check_values(const Params&, const Shape&) { return Status::kSuccess; }  // done by check()
   static ConstGateTensor input_gates(const Params&) { return {}; }
+  static const void* host_memory(const Params& p) { return p.slopes; }
 
   /// exp(-s_h N) < 2^-24  <=>  s_h N > 24 ln 2 = 16.64 on every head (math.md section 3.3).
   static bool single_hop(const Params& p, const Shape& s) {

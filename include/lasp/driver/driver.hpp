@@ -5,6 +5,8 @@
 //
 // A Backend provides, besides the state ops of schedule/common.hpp:
 //   using Regions = ...;  carve<Policy, T>(shape, Carver& reserve, Carver& scratch) -> Regions
+//   check_memory(args, rank, size): pointers in the memory space the backend needs (first: the
+//                      checks after it read host-side parameters such as slopes)
 //   check_forward<Policy>(fwd args) / check_backward<Policy>(bwd args): backend-specific checks
 //   rank_summary    (fwd args, AL, ctx)         -> A_r, L_r of this rank from a zero state
 //   forward_outputs (fwd args, P, ctx)          -> O with incoming state P
@@ -45,6 +47,7 @@ struct Ctx {
 
 template <class Policy, class Backend, class T, class Comm>
 Status can_implement_forward(const ForwardArgs<T, typename Policy::Decay>& a, const Comm& comm, const Workspace& ws) {
+  LASP_RETURN_IF_ERROR(Backend::check_memory(a, ws, comm.rank(), comm.size()));
   LASP_RETURN_IF_ERROR(check_forward(a, comm.size(), comm.rank(), ws));
   LASP_RETURN_IF_ERROR(Backend::template check_forward<Policy>(a));
   return check_workspace<Policy, Backend, T>(a.shape, ws);
@@ -53,6 +56,7 @@ Status can_implement_forward(const ForwardArgs<T, typename Policy::Decay>& a, co
 template <class Policy, class Backend, class T, class Comm>
 Status can_implement_backward(const BackwardArgs<T, typename Policy::Decay>& a, const Comm& comm,
                               const Workspace& ws) {
+  LASP_RETURN_IF_ERROR(Backend::check_memory(a, ws, comm.rank(), comm.size()));
   LASP_RETURN_IF_ERROR(check_backward(a, comm.size(), comm.rank(), ws));
   LASP_RETURN_IF_ERROR(Backend::template check_backward<Policy>(a));
   return check_workspace<Policy, Backend, T>(a.shape, ws);

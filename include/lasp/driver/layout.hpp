@@ -20,7 +20,9 @@ namespace driver {
 enum HeaderSlot : int {
   kForwardTag = 0,    // host backend: forward completed on this reserve
   kShapeTag = 1,      // host backend: hash of that forward's shape
-  kDeviceStatus = 2,  // CUDA backend: deferred device-side verdict (bit 0: invalid gate value)
+  kDeviceStatus = 2,  // CUDA backend: deferred device-side verdict (bit 0: invalid gate value,
+                      // bit 1: backward on a reserve that holds no forward of these tensors)
+  kDeviceTag = 3,     // CUDA backend: fingerprint of the forward that filled the reserve
 };
 inline constexpr std::size_t kHeaderSlots = kRegionAlign / sizeof(std::uint32_t);
 

@@ -104,16 +104,16 @@ struct GateSegmentFixup {
   };
   using SharedStorage = NoSharedStorage;
   static constexpr int kThreads = 256;
-  static dim3 grid(const Params& p) { return dim3(unsigned(p.nseg), unsigned(p.B * p.H)); }
+  static dim3 grid(const Params& p) { return dim3(unsigned(p.B * p.H), unsigned(p.nseg)); }
   LASP_DEVICE static void run(const Params& p, unsigned char*) {
     if (*p.status) {  // a device-side check failed: dg stays untouched, later ranks' suffix goes NaN
-      if (blockIdx.x == 0 && threadIdx.x == 0 && p.dc_total) p.dc_total[blockIdx.y] = __int_as_float(0x7fc00000);
+      if (blockIdx.y == 0 && threadIdx.x == 0 && p.dc_total) p.dc_total[blockIdx.x] = __int_as_float(0x7fc00000);
       return;
     }
-    const int seg = blockIdx.x;
-    const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
+    const int seg = blockIdx.y;
+    const index_t bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
     float add = p.extra ? p.extra[bh] : 0.f;
-    for (int j = seg + 1; j < p.nseg; ++j) add += p.seg_dc[index_t(j) * gridDim.y + bh];
+    for (int j = seg + 1; j < p.nseg; ++j) add += p.seg_dc[index_t(j) * p.B * p.H + bh];
     if (seg == 0 && threadIdx.x == 0 && p.dc_total) p.dc_total[bh] = add + p.seg_dc[bh];
     const index_t n_begin = seg * p.seg_len, n_end = (p.N < n_begin + p.seg_len ? p.N : n_begin + p.seg_len);
     if (add != 0.f)
@@ -149,7 +149,7 @@ struct StateDot {
   }
 };
 
-/// dg[b,:,h] += suffix[b*H + h].
+/// dg[b,:,h] += suffix[b*H + h]. Grid: (B*H, up to 65535 blocks of 256 tokens, striding over N).
 struct AddSuffix {
   struct Params {
     GateTensor dg;
@@ -159,12 +159,14 @@ struct AddSuffix {
   };
   using SharedStorage = NoSharedStorage;
   static constexpr int kThreads = 256;
-  static dim3 grid(const Params& p) { return dim3(unsigned((p.N + 255) / 256), unsigned(p.B * p.H)); }
+  static dim3 grid(const Params& p) {
+    return dim3(unsigned(p.B * p.H), unsigned(std::min<index_t>((p.N + 255) / 256, 65535)));
+  }
   LASP_DEVICE static void run(const Params& p, unsigned char*) {
     if (*p.status) return;
-    const index_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
-    const index_t n = blockIdx.x * index_t(blockDim.x) + threadIdx.x;
-    if (n < p.N) p.dg(b, n, h) += p.suffix[bh];
+    const index_t bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    for (index_t n = blockIdx.y * index_t(blockDim.x) + threadIdx.x; n < p.N; n += index_t(gridDim.y) * blockDim.x)
+      p.dg(b, n, h) += p.suffix[bh];
   }
 };
 

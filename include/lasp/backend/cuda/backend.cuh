@@ -5,6 +5,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <algorithm>
+#include <cstdint>
+#include <string>
 #include <type_traits>
 #include "../../driver/driver.hpp"
 #include "../../element.hpp"
@@ -60,6 +63,51 @@ struct Backend {
     return cuda::carve<Policy>(s, reserve, scratch);
   }
 
+  /// Every pointer the kernels read or write must be memory the current device can access
+  /// (device memory of this device, managed memory, or mapped pinned host memory), and what lasp
+  /// reads on the host (per-head slopes) must not be device memory: kWrongMemorySpace otherwise,
+  /// before anything is read. One cudaPointerGetAttributes per pointer (no synchronisation).
+  static Status device_accessible(const void* p, int dev) {
+    if (!p) return Status::kSuccess;  // null pointers are the argument checks' business
+    cudaPointerAttributes a{};
+    LASP_CUDA_TRY(cudaPointerGetAttributes(&a, p));
+    const bool ok = (a.type == cudaMemoryTypeDevice && a.device == dev) || a.type == cudaMemoryTypeManaged ||
+                    (a.type == cudaMemoryTypeHost && a.devicePointer == p);
+    return ok ? Status::kSuccess : Status::kWrongMemorySpace;
+  }
+  static Status host_readable(const void* p) {
+    if (!p) return Status::kSuccess;
+    cudaPointerAttributes a{};
+    LASP_CUDA_TRY(cudaPointerGetAttributes(&a, p));
+    return a.type == cudaMemoryTypeDevice ? Status::kWrongMemorySpace : Status::kSuccess;
+  }
+  template <class T, class Decay>
+  static Status check_memory(const ForwardArgs<T, Decay>& a, const Workspace& ws, int rank, int size) {
+    int dev = 0;
+    LASP_CUDA_TRY(cudaGetDevice(&dev));
+    LASP_RETURN_IF_ERROR(host_readable(Decay::host_memory(a.decay)));
+    for (const void* p : {(const void*)a.q.ptr, (const void*)a.k.ptr, (const void*)a.v.ptr, (const void*)a.o.ptr,
+                          (const void*)Decay::input_gates(a.decay).ptr, ws.ptr, ws.scratch,
+                          (const void*)(rank == 0 ? a.initial_state : nullptr),
+                          (const void*)(rank == size - 1 ? a.final_state : nullptr)})
+      LASP_RETURN_IF_ERROR(device_accessible(p, dev));
+    return Status::kSuccess;
+  }
+  template <class T, class Decay>
+  static Status check_memory(const BackwardArgs<T, Decay>& a, const Workspace& ws, int rank, int size) {
+    int dev = 0;
+    LASP_CUDA_TRY(cudaGetDevice(&dev));
+    LASP_RETURN_IF_ERROR(host_readable(Decay::host_memory(a.decay)));
+    for (const void* p : {(const void*)a.q.ptr, (const void*)a.k.ptr, (const void*)a.v.ptr, (const void*)a.dout.ptr,
+                          (const void*)a.dq.ptr, (const void*)a.dk.ptr, (const void*)a.dv.ptr,
+                          (const void*)(Decay::kHasGradient ? a.dg.ptr : nullptr),
+                          (const void*)Decay::input_gates(a.decay).ptr, ws.ptr, ws.scratch,
+                          (const void*)(rank == size - 1 ? a.d_final_state : nullptr),
+                          (const void*)(rank == 0 ? a.d_initial_state : nullptr)})
+      LASP_RETURN_IF_ERROR(device_accessible(p, dev));
+    return Status::kSuccess;
+  }
+
   /// What the device and the built kernels cannot run is refused before anything is launched.
   template <class Policy, class T>
   static Status check_common(const Shape& s) {
@@ -68,8 +116,44 @@ struct Backend {
     using R = resolve_tile<typename Policy::Tile>;
     if (R::kChunk != 64 || R::kWarps != 4) return Status::kUnsupportedTile;  // only C=64, 4 warps built
     if ((s.D != 64 && s.D != 128) || (s.E != 64 && s.E != 128)) return Status::kUnsupportedHeadDim;
-    if (s.B * s.H > 65535) return Status::kInvalidShape;  // the chunk grids' y dimension
-    return Status::kSuccess;
+    DeviceInfo dev;
+    LASP_RETURN_IF_ERROR(current_device(&dev));
+    return check_device<Policy, T>(s, dev);
+  }
+  /// Can `dev` run every kernel of a forward and backward of `s`? kUnsupportedDevice below sm_80
+  /// or when a kernel needs more shared memory per block than the device grants (D = E = 128
+  /// needs about 107 KB; sm_86/sm_89 GPUs have 99 KB).
+  template <class Policy, class T>
+  static Status check_device(const Shape& s, const DeviceInfo& dev) {
+    return with_kernels<Policy, op_t<T>>(dev, s.D, s.E, [&](auto k) {
+      using K = decltype(k);
+      const std::size_t need = std::max({smem_bytes<typename K::FwdSummary>(), smem_bytes<typename K::FwdOutput>(),
+                                         smem_bytes<typename K::BwdSummary>(), smem_bytes<typename K::BwdDq>(),
+                                         smem_bytes<typename K::BwdDkDv>()});
+      return need > dev.smem_optin ? Status::kUnsupportedDevice : Status::kSuccess;
+    });
+  }
+
+  /// Fingerprint of a forward: shape, policies, element type and the q, k, v tensors. Backward
+  /// of the same layer passes the same tensors, so a reserve filled by another layer (or by no
+  /// forward) does not match (checked on the device: reading the reserve would synchronise).
+  template <class Policy, class T, class Args>
+  static unsigned forward_tag(const Args& a) {
+    std::uint64_t h = 1469598103934665603ull;
+    auto mix = [&](std::uint64_t x) { h = (h ^ x) * 1099511628211ull; };
+    const Shape& s = a.shape;
+    for (index_t x : {s.B, s.N, s.H, s.D, s.E, index_t(s.R), index_t(sizeof(T))}) mix(std::uint64_t(x));
+    static const std::uint64_t policy = [] {  // once per policy: describe() builds a string
+      std::uint64_t x = 1469598103934665603ull;
+      for (char ch : describe<Policy>()) x = (x ^ std::uint64_t(ch)) * 1099511628211ull;
+      return x;
+    }();
+    mix(policy);
+    for (const auto* t : {&a.q, &a.k, &a.v}) {
+      mix(std::uint64_t(reinterpret_cast<std::uintptr_t>(t->ptr)));
+      mix(std::uint64_t(t->stride_b)); mix(std::uint64_t(t->stride_n)); mix(std::uint64_t(t->stride_h));
+    }
+    return unsigned(h ^ (h >> 32)) | 1u;  // never 0: the value of a cleared slot
   }
   template <class Policy, class T>
   static Status check_forward(const ForwardArgs<T, typename Policy::Decay>& a) {
@@ -131,7 +215,9 @@ struct Backend {
   // ---- forward ----
   template <class Policy, class T>
   static Status rank_summary(const ForwardArgs<T, typename Policy::Decay>& a, float* AL, Ctx& c) {
-    LASP_CUDA_TRY(cudaMemsetAsync(c.lay.header + driver::kDeviceStatus, 0, sizeof(std::uint32_t), c.stream));
+    // Clears the verdict and the previous forward's fingerprint (adjacent slots) in one go.
+    static_assert(driver::kDeviceTag == driver::kDeviceStatus + 1, "status and tag slots are adjacent");
+    LASP_CUDA_TRY(cudaMemsetAsync(c.lay.header + driver::kDeviceStatus, 0, 2 * sizeof(std::uint32_t), c.stream));
     const auto p = params<Policy, T>(a, c);
     const index_t bh = a.shape.B * a.shape.H, de = a.shape.D * a.shape.E;
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
@@ -146,6 +232,8 @@ struct Backend {
     auto p = params<Policy, T>(a, c);
     p.o = as<op_t<T>>(a.o);
     p.rank_state = P;
+    p.tag = c.lay.header + driver::kDeviceTag;
+    p.tag_value = forward_tag<Policy, T>(a);
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
       return launch<typename decltype(k)::FwdOutput>(p, c.stream, c.lay.backend.dev);
     });
@@ -156,7 +244,9 @@ struct Backend {
   template <class Policy, class T>
   static Status backward_summary(const BackwardArgs<T, typename Policy::Decay>& a, const float*, float* M, Ctx& c) {
     LASP_CUDA_TRY(cudaMemsetAsync(c.lay.header + driver::kDeviceStatus, 0, sizeof(std::uint32_t), c.stream));
-    const auto p = bwd_params<Policy>(a, c);
+    auto p = bwd_params<Policy>(a, c);
+    p.tag = c.lay.header + driver::kDeviceTag;  // BwdSummary checks the forward's fingerprint
+    p.tag_value = forward_tag<Policy, T>(a);
     const index_t de = a.shape.D * a.shape.E;
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
       using K = decltype(k);

@@ -11,14 +11,16 @@ LASP_NAMESPACE_BEGIN
 namespace backend::cuda {
 
 /// The verdict of the device-side checks of the last forward or backward on `ws` (synchronises
-/// `stream`): kSuccess or kInvalidDecay.
+/// `stream`): kSuccess, kNotForwarded (backward got a reserve that no forward of the same
+/// tensors filled: nothing was written) or kInvalidDecay (a gate value > 0 or not finite).
 [[nodiscard]] inline Status deferred_status(const Workspace& ws, cudaStream_t stream) {
   if (!ws.ptr || ws.bytes < kRegionAlign) return Status::kWorkspaceTooSmall;
   std::uint32_t v = 0;
   LASP_CUDA_TRY(cudaMemcpyAsync(&v, static_cast<const std::uint32_t*>(ws.ptr) + driver::kDeviceStatus, sizeof v,
                                 cudaMemcpyDeviceToHost, stream));
   LASP_CUDA_TRY(cudaStreamSynchronize(stream));
-  return v ? Status::kInvalidDecay : Status::kSuccess;
+  if (v & 1u) return Status::kInvalidDecay;  // the root cause when both are set (no forward completed)
+  return v & 2u ? Status::kNotForwarded : Status::kSuccess;
 }
 
 }  // namespace backend::cuda

@@ -80,6 +80,9 @@ struct Backend {
   struct Regions {};
   template <class Policy, class T>
   static Regions carve(const Shape&, Carver&, Carver&) { return {}; }
+  /// Host memory is all this backend reads; plain C++ cannot tell device pointers apart.
+  template <class Args>
+  static Status check_memory(const Args&, const Workspace&, int, int) { return Status::kSuccess; }
 
   template <class Policy, class T>
   static Status check_forward(const ForwardArgs<T, typename Policy::Decay>& a) {

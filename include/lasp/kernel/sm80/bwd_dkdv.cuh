@@ -29,6 +29,7 @@ struct BwdDkDv {
     alignas(128) Op p[C * C];
     float g[1][C];
     float kdk[C];
+    float smax[4];  // fp16: each warp's largest |dS|
   };
   static dim3 grid(const Params& p) { return chunk_grid(p); }
 
@@ -45,6 +46,10 @@ struct BwdDkDv {
     const int m0 = warp * 16;
     const float* g = sm.g[0];
     float carry = 0.f;  // decays with a gradient: sum of dc over the later chunks of this segment
+    // fp16: dS may exceed fp16's range. It is stored to shared memory times a power of two chosen
+    // from the CTA's largest |dS| (one more barrier per chunk), and the products are scaled back.
+    constexpr bool kRange = std::is_same_v<Op, __half>;
+    Fp16Range range;
     const ChunkWalk<C, 1, true, Decay> walk{cta.n_begin, cta.n_end, p.decay, b, h, nullptr};
     walk.run(
         sm.g,
@@ -54,11 +59,20 @@ struct BwdDkDv {
           load_tile_async<C, E, kThreads>(sm.v, p.v.at(b, n0, h), p.v.stride_n, len, tid);
           load_tile_async<C, E, kThreads>(sm.dO, p.dout.at(b, n0, h), p.dout.stride_n, len, tid);
           cp_async_commit();
-          store_acc<MT, NT, E>(sm.s, dS, warp * (D / 4), 0, lane, NoScale{});
+          if constexpr (kRange) {
+            const float m = warp_abs_max(dS);
+            if (lane == 0) sm.smax[warp] = m;
+            __syncthreads();
+            range = Fp16Range::for_max(fmaxf(fmaxf(sm.smax[0], sm.smax[1]), fmaxf(sm.smax[2], sm.smax[3])));
+            store_acc<MT, NT, E>(sm.s, dS, warp * (D / 4), 0, lane, [&](int) { return range.down; });
+          } else {
+            store_acc<MT, NT, E>(sm.s, dS, warp * (D / 4), 0, lane, NoScale{});
+          }
         },
         [&](index_t n0, int len, int) {
           const float G = g[C - 1];
-          const float w0 = __expf(G - g[m0 + gid]), w1 = __expf(G - g[m0 + gid + 8]);
+          float w0 = __expf(G - g[m0 + gid]), w1 = __expf(G - g[m0 + gid + 8]);
+          if constexpr (kRange) { w0 *= range.up; w1 *= range.up; }
           {  // dv = scale ((K Q^T) .* M^T) dO + diag(exp(G - g)) K dS
             float A[1][C / 8][4];
             zero_acc(A);

@@ -4,7 +4,8 @@
 //
 // K, V, dO double-buffered; the state stays in registers, row-partitioned (warp w owns state
 // rows [w D/4, (w+1) D/4)), which is also the dq column slice the warp computes, so the state
-// operand of dO S^T comes straight from its registers.
+// operand of dO S^T comes straight from its registers. With fp16 elements the state operand is
+// scaled by a power of two into fp16's range (Fp16Range).
 #include "chunk_walk.cuh"
 #include "params.cuh"
 #include "state.cuh"
@@ -73,8 +74,14 @@ struct BwdDq {
           {
             float dQ[MO][NQ][4];
             zero_acc(dQ);
-            mma_a_streg<MO, NQ, E / 16, E>(dQ, sdo, S, lane);  // dO S^T (own column slice of dq)
-            scale_rows(dQ, lane, [&](int r) { return p.scale * __expf(g[r]); });
+            if constexpr (std::is_same_v<Op, __half>) {  // the state may exceed fp16's range: scale it
+              const Fp16Range range = Fp16Range::for_max(warp_abs_max(S));
+              mma_a_streg<MO, NQ, E / 16, E>(dQ, sdo, S, lane, range);
+              scale_rows(dQ, lane, [&](int r) { return p.scale * __expf(g[r]) * range.up; });
+            } else {
+              mma_a_streg<MO, NQ, E / 16, E>(dQ, sdo, S, lane);  // dO S^T (own column slice of dq)
+              scale_rows(dQ, lane, [&](int r) { return p.scale * __expf(g[r]); });
+            }
             mma_ab<MO, NQ, C, C, D>(dQ, sm.p, 0, sk, d0, lane);  // + P K
             store_rows<MO, NQ>(p.dq.at(b, n0, h) + d0, p.dq.stride_n, dQ, lane, len);
             if constexpr (Decay::kHasGradient) {  // q.dq over this warp's columns, summed in shared memory

@@ -25,6 +25,9 @@ struct BwdSummary {
     constexpr int MT = D / 64, NT = E / 8;
     auto& sm = *reinterpret_cast<SharedStorage*>(smem);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    // Is the reserve the one the matching forward filled? If not, mark it: the fold then makes
+    // this rank's summary NaN and the output kernels write nothing.
+    if (p.tag && tid == 0 && blockIdx.x == 0 && blockIdx.y == 0 && *p.tag != p.tag_value) atomicOr(p.status, 2u);
     const CtaCoords cta = CtaCoords::of(p);
     float M[MT][NT][4];
     zero_acc(M);

@@ -5,7 +5,8 @@
 //
 // Partition: warp w owns columns [w E/4, (w+1) E/4) of the state S (all D rows) and of the
 // output O (all C rows), so the state operand of Q S_prev is the warp's own slice (no CTA-wide
-// exchange of S); the masked scores P are computed 16 rows per warp and shared.
+// exchange of S); the masked scores P are computed 16 rows per warp and shared. With fp16
+// elements the state operand is scaled by a power of two into fp16's range (Fp16Range).
 #include "chunk_walk.cuh"
 #include "params.cuh"
 #include "state.cuh"
@@ -37,6 +38,7 @@ struct FwdOutput {
     auto& sm = *reinterpret_cast<SharedStorage*>(smem);
     if (p.status && *p.status) return;  // a device-side check failed: leave outputs untouched
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    if (p.tag && tid == 0 && blockIdx.x == 0 && blockIdx.y == 0) *p.tag = p.tag_value;  // this forward filled the reserve
     const CtaCoords cta = CtaCoords::of(p);
     const index_t b = cta.b, h = cta.h;
     const int e0 = warp * EW;
@@ -72,8 +74,14 @@ struct FwdOutput {
           {
             float O[MO][NS][4];
             zero_acc(O);
-            mma_a_sreg<MO, NS, MS, D>(O, sq, S, lane);  // Q S_prev, the state straight from registers
-            scale_rows(O, lane, [&](int r) { return p.scale * __expf(g[r]); });
+            if constexpr (std::is_same_v<Op, __half>) {  // the state may exceed fp16's range: scale it
+              const Fp16Range range = Fp16Range::for_max(warp_abs_max(S));
+              mma_a_sreg<MO, NS, MS, D>(O, sq, S, lane, range);
+              scale_rows(O, lane, [&](int r) { return p.scale * __expf(g[r]) * range.up; });
+            } else {
+              mma_a_sreg<MO, NS, MS, D>(O, sq, S, lane);  // Q S_prev, the state straight from registers
+              scale_rows(O, lane, [&](int r) { return p.scale * __expf(g[r]); });
+            }
             mma_ab<MO, NS, C, C, E>(O, sm.p, 0, sv, e0, lane);  // + P V
             store_rows<MO, NS>(p.o.at(b, n0, h) + e0, p.o.stride_n, O, lane, len);
           }

@@ -193,6 +193,45 @@ struct FromStartScale {
   LASP_DEVICE float operator()(int k) const { return f * __expf(g[k]); }
 };
 
+/// fp16's range for fp32 values rounded to fp16 tensor-core operands (the state, or the state
+/// gradient, which can exceed 65504 where q, k, v cannot): they are multiplied by `down`, a power
+/// of two (exact), and the product is multiplied back by `up` = 1 / down. `down` = 1 (the
+/// default) packs as before; bf16 operands have fp32's range and never scale.
+struct Fp16Range {
+  float down = 1.f, up = 1.f;
+  template <class Op>
+  LASP_DEVICE std::uint32_t pack(float lo, float hi) const {
+    if constexpr (std::is_same_v<Op, __half>) return MmaOp<Op>::pack(lo * down, hi * down);
+    else return MmaOp<Op>::pack(lo, hi);
+  }
+  /// The scale for values whose largest magnitude is m (>= 0): 2^-e with e the smallest that
+  /// brings m below 2^15 (half of fp16's largest finite value). Not finite: no scale.
+  LASP_DEVICE static Fp16Range for_max(float m) {
+    Fp16Range r;
+    int ex = 0;
+    frexpf(m, &ex);  // m < 2^ex
+    const int e = isfinite(m) && ex > 15 ? ex - 15 : 0;
+    r.down = __int_as_float((127 - e) << 23);
+    r.up = __int_as_float((127 + e) << 23);
+    return r;
+  }
+};
+
+/// The largest |x| over a warp's accumulator tiles (every lane gets it).
+template <int MT, int NT>
+LASP_DEVICE float warp_abs_max(const float (&a)[MT][NT][4]) {
+  float m = 0.f;
+  #pragma unroll
+  for (int i = 0; i < MT; ++i)
+    #pragma unroll
+    for (int j = 0; j < NT; ++j)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) m = fmaxf(m, fabsf(a[i][j][e]));
+  #pragma unroll
+  for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  return m;
+}
+
 /// Transpose an 8x8 matrix of 16-bit pairs held in mma fragment layout (movmatrix, sm_75+).
 LASP_DEVICE std::uint32_t movmatrix_trans(std::uint32_t x) {
   std::uint32_t y;
@@ -205,7 +244,8 @@ LASP_DEVICE std::uint32_t movmatrix_trans(std::uint32_t x) {
 /// transposed in registers with movmatrix into the B fragment, so the state never visits shared
 /// memory. A is read from a swizzled row-major tile.
 template <int MT, int NT, int KT, int ColsA, class Op>
-LASP_DEVICE void mma_a_sreg(float (&acc)[MT][NT][4], const Op* sA, const float (&S)[KT][NT][4], int lane) {
+LASP_DEVICE void mma_a_sreg(float (&acc)[MT][NT][4], const Op* sA, const float (&S)[KT][NT][4], int lane,
+                            Fp16Range range = {}) {
   #pragma unroll
   for (int kt = 0; kt < KT; ++kt) {
     std::uint32_t a[MT][4];
@@ -213,8 +253,8 @@ LASP_DEVICE void mma_a_sreg(float (&acc)[MT][NT][4], const Op* sA, const float (
     for (int i = 0; i < MT; ++i) ldmatrix_x4(a[i], sA + Swz<ColsA>::off(16 * i + (lane & 15), 16 * kt + (lane >> 4) * 8));
     #pragma unroll
     for (int j = 0; j < NT; ++j) {
-      const std::uint32_t b0 = movmatrix_trans(MmaOp<Op>::pack(S[kt][j][0], S[kt][j][1]));
-      const std::uint32_t b1 = movmatrix_trans(MmaOp<Op>::pack(S[kt][j][2], S[kt][j][3]));
+      const std::uint32_t b0 = movmatrix_trans(range.pack<Op>(S[kt][j][0], S[kt][j][1]));
+      const std::uint32_t b1 = movmatrix_trans(range.pack<Op>(S[kt][j][2], S[kt][j][3]));
       #pragma unroll
       for (int i = 0; i < MT; ++i) MmaOp<Op>::mma(acc[i][j], a[i], b0, b1);
     }
@@ -225,7 +265,8 @@ LASP_DEVICE void mma_a_sreg(float (&acc)[MT][NT][4], const Op* sA, const float (
 /// comes from this warp's own row-partitioned state accumulators S[NQ/2][2 KT] (rows d, cols e):
 /// that is exactly the accumulator layout, so register pairs pack straight into B fragments.
 template <int MT, int NQ, int KT, int ColsA, class Op>
-LASP_DEVICE void mma_a_streg(float (&acc)[MT][NQ][4], const Op* sA, const float (&S)[NQ / 2][2 * KT][4], int lane) {
+LASP_DEVICE void mma_a_streg(float (&acc)[MT][NQ][4], const Op* sA, const float (&S)[NQ / 2][2 * KT][4], int lane,
+                             Fp16Range range = {}) {
   #pragma unroll
   for (int kk = 0; kk < KT; ++kk) {
     std::uint32_t a[MT][4];
@@ -234,8 +275,8 @@ LASP_DEVICE void mma_a_streg(float (&acc)[MT][NQ][4], const Op* sA, const float 
     #pragma unroll
     for (int jn = 0; jn < NQ; ++jn) {
       const int i = jn / 2, hf = (jn % 2) * 2;
-      const std::uint32_t b0 = MmaOp<Op>::pack(S[i][2 * kk][hf], S[i][2 * kk][hf + 1]);
-      const std::uint32_t b1 = MmaOp<Op>::pack(S[i][2 * kk + 1][hf], S[i][2 * kk + 1][hf + 1]);
+      const std::uint32_t b0 = range.pack<Op>(S[i][2 * kk][hf], S[i][2 * kk][hf + 1]);
+      const std::uint32_t b1 = range.pack<Op>(S[i][2 * kk + 1][hf], S[i][2 * kk + 1][hf + 1]);
       #pragma unroll
       for (int m = 0; m < MT; ++m) MmaOp<Op>::mma(acc[m][jn], a[m], b0, b1);
     }

@@ -27,13 +27,18 @@ struct ChunkParams {
   const float* rank_state = nullptr;  // P_r, (B*H, D*E)
   float* qdq = nullptr;        // gates backward: q.dq per token, [B*H][N]
   float* seg_dc = nullptr;     // gates backward: per-segment dc totals, [nseg][B*H]
-  unsigned* status = nullptr;  // deferred device status (bit 0: invalid gate value)
+  unsigned* status = nullptr;  // deferred device status (bit 0: invalid gate value, bit 1: wrong reserve)
+  // The forward's fingerprint in the reserve: FwdOutput writes tag_value (when nothing failed),
+  // BwdSummary compares it and sets status bit 1 on a mismatch (backward then writes nothing).
+  unsigned* tag = nullptr;
+  unsigned tag_value = 0;
 };
 
-/// Grid of every chunk kernel: one CTA per (segment, b*h).
+/// Grid of every chunk kernel: one CTA per (b*h, segment); b*h on x (up to 2^31 - 1), the
+/// segments (a few hundred at most) on y.
 template <class T, class Decay>
 dim3 chunk_grid(const ChunkParams<T, Decay>& p) {
-  return dim3(unsigned(p.nseg), unsigned(p.B * p.H));
+  return dim3(unsigned(p.B * p.H), unsigned(p.nseg));
 }
 
 /// Where a CTA's work lies: its (b, h), its segment and the segment's token range.
@@ -43,8 +48,8 @@ struct CtaCoords {
   template <class P>
   LASP_DEVICE static CtaCoords of(const P& p) {
     CtaCoords c;
-    c.seg = blockIdx.x;
-    c.bh = blockIdx.y;
+    c.seg = blockIdx.y;
+    c.bh = blockIdx.x;
     c.b = c.bh / p.H;
     c.h = c.bh % p.H;
     c.n_begin = c.seg * p.seg_len;
