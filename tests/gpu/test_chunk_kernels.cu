@@ -199,22 +199,6 @@ TEST_CASE("gpu: unsupported head dims and tiles are refused with their status, n
          64, 64, lasp::Status::kUnsupportedTile);
   refuse(lasp::Policy<lasp::decay::None, lasp::schedule::Chain, lasp::caching::Recompute, lasp::tile::Tile<64, 8>>{},
          64, 64, lasp::Status::kUnsupportedTile);
-  // B*H beyond the grid's y limit (65535) is refused before anything is launched.
-  {
-    using P = lasp::Policy<lasp::decay::None>;
-    ProblemSpec s;
-    s.B = 32768; s.N = 1; s.H = 2; s.D = 64; s.E = 64;
-    GlobalProblem<lasp::bf16> hp(s);
-    DeviceProblem<lasp::bf16> dp(hp);
-    const std::size_t wsb = lasp::workspace_size<P, lasp::bf16>(hp.shape(), comm);
-    DeviceBuf<unsigned char> ws(wsb);
-    auto fa = dp.template forward_args<lasp::decay::None>(0);
-    CHECK(lasp::can_implement<P>(fa, comm, lasp::Workspace{ws.ptr, wsb}) == lasp::Status::kInvalidShape);
-    CHECK(lasp::forward<P>(fa, comm, lasp::Workspace{ws.ptr, wsb}, nullptr) == lasp::Status::kInvalidShape);
-    const auto before = hp.o_buf;
-    dp.download();
-    CHECK(std::memcmp(before.data(), hp.o_buf.data(), before.size() * sizeof(before[0])) == 0);
-  }
 }
 
 // What a device cannot run is refused by can_implement, from the device's own limits: a GPU with
