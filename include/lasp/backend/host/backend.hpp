@@ -237,7 +237,16 @@ struct Backend {
   }
 
   /// dq by a forward sweep over chunks (state S from P), dk and dv by a reverse sweep (state
-  /// gradient dS from G); for gates dc_t = q.dq - k.dk, reverse-summed within the rank.
+  /// gradient dS from G). Gates: dg_m is the sum of the pair terms W_sj over s >= m > j
+  /// (docs/dg-accuracy.md), split by where j and s sit relative to m's chunk c, each part a sum of
+  /// pair terms (no cancellation):
+  ///   T1(m) = sum_{s >= m} sum_{j < m} W_sj, j and s in c      (staircase sum of the in-chunk W)
+  ///   T2(m) = sum_{s >= m in c} scale exp(g_s) q_s^T S_prev do_s   (keys before c, via S_prev)
+  ///   T3(m) = sum_{j < m in c} exp(G - g_j) k_j^T dS_end v_j       (queries after c, via dS_end)
+  ///   T4    = exp(G) <S_prev, dS_end>                              (keys before c, queries after c)
+  /// S_prev and dS_end are the full state entering c and state gradient leaving it (P_r and G_r,
+  /// hence S_init, dS_final and the other ranks, included), so dg is complete here: the rank total
+  /// passed to the schedule's suffix_sum is 0.
   template <class Policy, class T>
   static Status backward_outputs(const BackwardArgs<T, typename Policy::Decay>& a, const float* P, const float* Gr,
                                  const float* s_final, float* dc_total, Ctx&) {
@@ -248,6 +257,12 @@ struct Backend {
     std::vector<float> Q(static_cast<std::size_t>(N * D)), K(static_cast<std::size_t>(N * D)), V(static_cast<std::size_t>(N * E)), dO(static_cast<std::size_t>(N * E));
     std::vector<float> dQ(static_cast<std::size_t>(N * D)), dK(static_cast<std::size_t>(N * D)), dV(static_cast<std::size_t>(N * E));
     std::vector<float> S(static_cast<std::size_t>(D * E)), dS(static_cast<std::size_t>(D * E)), g(static_cast<std::size_t>(N));
+    // Gates: the state entering each chunk, the in-chunk pair terms W, per-token inter-chunk dots.
+    const index_t nchunks = Decay::kHasGradient ? (N + C - 1) / C : 0;
+    std::vector<float> Sc(static_cast<std::size_t>(nchunks * D * E)), Wc(Decay::kHasGradient ? std::size_t(C * C) : 0);
+    std::vector<float> qdq_inter(Decay::kHasGradient ? std::size_t(N) : 0), kdk_inter(qdq_inter.size()),
+        T1(Decay::kHasGradient ? std::size_t(C) : 0);
+    (void)s_final;  // the final-state pairs reach dg through G_r (dS_end of the last chunk)
     for (index_t b = 0; b < s.B; ++b)
       for (index_t h = 0; h < s.H; ++h) {
         const auto ld = detail::log_decays<Decay>(a.decay, b, h, N);
@@ -270,6 +285,7 @@ struct Backend {
         std::copy(P + off, P + off + D * E, S.begin());
         for (index_t c0 = 0; c0 < N; c0 += C) {
           const index_t c1 = std::min<index_t>(c0 + C, N);
+          if constexpr (Decay::kHasGradient) std::copy(S.begin(), S.end(), Sc.begin() + (c0 / C) * D * E);  // S_prev for T4
           for (index_t i = c0; i < c1; ++i) {
             float* dq = &dQ[std::size_t(i * D)];
             for (index_t j = c0; j <= i; ++j) {
@@ -278,7 +294,13 @@ struct Backend {
               for (index_t d = 0; d < D; ++d) dq[d] += w * K[std::size_t(j * D + d)];
             }
             const float wi = a.scale * std::exp(g[std::size_t(i)]);
-            for (index_t d = 0; d < D; ++d) dq[d] += wi * detail::dotf(&S[std::size_t(d * E)], &dO[std::size_t(i * E)], E);
+            float qdq = 0;  // gates, T2: q_i . (the inter-chunk part of dq_i)
+            for (index_t d = 0; d < D; ++d) {
+              const float x = wi * detail::dotf(&S[std::size_t(d * E)], &dO[std::size_t(i * E)], E);
+              dq[d] += x;
+              if constexpr (Decay::kHasGradient) qdq += Q[std::size_t(i * D + d)] * x;
+            }
+            if constexpr (Decay::kHasGradient) qdq_inter[std::size_t(i)] = qdq;
           }
           const float G = g[std::size_t(c1 - 1)], eG = std::exp(G);
           for (float& x : S) x *= eG;
@@ -294,6 +316,7 @@ struct Backend {
         for (index_t c0 = last_c0; c0 >= 0; c0 -= C) {
           const index_t c1 = std::min<index_t>(c0 + C, N);
           const float Gc = g[std::size_t(c1 - 1)];
+          const index_t len = c1 - c0;
           for (index_t j = c0; j < c1; ++j) {
             float* dk = &dK[std::size_t(j * D)];
             float* dv = &dV[std::size_t(j * E)];
@@ -303,11 +326,41 @@ struct Backend {
               const float qk = detail::dotf(&Q[std::size_t(i * D)], &K[std::size_t(j * D)], D);
               for (index_t d = 0; d < D; ++d) dk[d] += w * dov * Q[std::size_t(i * D + d)];
               for (index_t e = 0; e < E; ++e) dv[e] += w * qk * dO[std::size_t(i * E + e)];
+              if constexpr (Decay::kHasGradient) Wc[std::size_t((i - c0) * C + (j - c0))] = w * qk * dov;  // W_ij
             }
             const float wj = std::exp(Gc - g[std::size_t(j)]);
-            for (index_t d = 0; d < D; ++d) dk[d] += wj * detail::dotf(&dS[std::size_t(d * E)], &V[std::size_t(j * E)], E);
+            float kdk = 0;  // gates, T3: k_j . (the inter-chunk part of dk_j)
+            for (index_t d = 0; d < D; ++d) {
+              const float x = wj * detail::dotf(&dS[std::size_t(d * E)], &V[std::size_t(j * E)], E);
+              dk[d] += x;
+              if constexpr (Decay::kHasGradient) kdk += K[std::size_t(j * D + d)] * x;
+            }
+            if constexpr (Decay::kHasGradient) kdk_inter[std::size_t(j)] = kdk;
             for (index_t d = 0; d < D; ++d)
               for (index_t e = 0; e < E; ++e) dv[e] += wj * dS[std::size_t(d * E + e)] * K[std::size_t(j * D + d)];
+          }
+          if constexpr (Decay::kHasGradient) {
+            // dS = dS_end of this chunk here: T4, T1 (staircase), then dg.
+            const float t4 = std::exp(Gc) * detail::dotf(&Sc[std::size_t((c0 / C) * D * E)], dS.data(), D * E);
+            // T1(m) = sum_{s >= m} X_s(m), X_s(m) = sum_{j < m} W_sj: row prefixes, then column sums
+            // from the diagonal down (both over pair terms only).
+            for (index_t m = 0; m < len; ++m) T1[std::size_t(m)] = 0.f;
+            for (index_t si = 1; si < len; ++si) {
+              float x = 0;
+              for (index_t m = 1; m <= si; ++m) {
+                x += Wc[std::size_t(si * C + m - 1)];
+                T1[std::size_t(m)] += x;
+              }
+            }
+            float t2 = 0, t3 = 0;  // T2 by a suffix over s >= m, T3 by a prefix over j < m
+            for (index_t m = len - 1; m >= 0; --m) {
+              t2 += qdq_inter[std::size_t(c0 + m)];
+              T1[std::size_t(m)] += t2;
+            }
+            for (index_t m = 0; m < len; ++m) {
+              a.dg(b, c0 + m, h) = T1[std::size_t(m)] + t3 + t4;
+              t3 += kdk_inter[std::size_t(c0 + m)];
+            }
           }
           const float eG = std::exp(Gc);
           for (float& x : dS) x *= eG;
@@ -322,16 +375,7 @@ struct Backend {
           detail::store_row(a.dk, b, t, h, D, &dK[std::size_t(t * D)]);
           detail::store_row(a.dv, b, t, h, E, &dV[std::size_t(t * E)]);
         }
-        if constexpr (Decay::kHasGradient) {
-          float acc = 0;
-          if (s_final) acc = detail::dotf(Gr + off, s_final + off, D * E);
-          for (index_t t = N - 1; t >= 0; --t) {
-            acc += detail::dotf(&Q[std::size_t(t * D)], &dQ[std::size_t(t * D)], D) -
-                   detail::dotf(&K[std::size_t(t * D)], &dK[std::size_t(t * D)], D);
-            a.dg(b, t, h) = acc;
-          }
-          dc_total[b * s.H + h] = acc;
-        }
+        if constexpr (Decay::kHasGradient) dc_total[b * s.H + h] = 0.f;  // nothing left for earlier ranks
       }
     return Status::kSuccess;
   }
