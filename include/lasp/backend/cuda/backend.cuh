@@ -86,11 +86,9 @@ struct Backend {
     int dev = 0;
     LASP_CUDA_TRY(cudaGetDevice(&dev));
     LASP_RETURN_IF_ERROR(host_readable(Decay::host_memory(a.decay)));
-    for (const void* p : {(const void*)a.q.ptr, (const void*)a.k.ptr, (const void*)a.v.ptr, (const void*)a.o.ptr,
-                          (const void*)Decay::input_gates(a.decay).ptr, ws.ptr, ws.scratch,
-                          (const void*)(rank == 0 ? a.initial_state : nullptr),
-                          (const void*)(rank == size - 1 ? a.final_state : nullptr)})
-      LASP_RETURN_IF_ERROR(device_accessible(p, dev));
+    const void* ptrs[] = {a.q.ptr, a.k.ptr, a.v.ptr, a.o.ptr, Decay::input_gates(a.decay).ptr, ws.ptr, ws.scratch,
+                          rank == 0 ? a.initial_state : nullptr, rank == size - 1 ? a.final_state : nullptr};
+    for (const void* p : ptrs) LASP_RETURN_IF_ERROR(device_accessible(p, dev));
     return Status::kSuccess;
   }
   template <class T, class Decay>
@@ -98,13 +96,11 @@ struct Backend {
     int dev = 0;
     LASP_CUDA_TRY(cudaGetDevice(&dev));
     LASP_RETURN_IF_ERROR(host_readable(Decay::host_memory(a.decay)));
-    for (const void* p : {(const void*)a.q.ptr, (const void*)a.k.ptr, (const void*)a.v.ptr, (const void*)a.dout.ptr,
-                          (const void*)a.dq.ptr, (const void*)a.dk.ptr, (const void*)a.dv.ptr,
-                          (const void*)(Decay::kHasGradient ? a.dg.ptr : nullptr),
-                          (const void*)Decay::input_gates(a.decay).ptr, ws.ptr, ws.scratch,
-                          (const void*)(rank == size - 1 ? a.d_final_state : nullptr),
-                          (const void*)(rank == 0 ? a.d_initial_state : nullptr)})
-      LASP_RETURN_IF_ERROR(device_accessible(p, dev));
+    const void* ptrs[] = {a.q.ptr, a.k.ptr, a.v.ptr, a.dout.ptr, a.dq.ptr, a.dk.ptr, a.dv.ptr,
+                          Decay::kHasGradient ? a.dg.ptr : nullptr, Decay::input_gates(a.decay).ptr, ws.ptr,
+                          ws.scratch, rank == size - 1 ? a.d_final_state : nullptr,
+                          rank == 0 ? a.d_initial_state : nullptr};
+    for (const void* p : ptrs) LASP_RETURN_IF_ERROR(device_accessible(p, dev));
     return Status::kSuccess;
   }
 
