@@ -42,14 +42,17 @@ Status can_launch(const typename K::Params& p, const DeviceInfo& dev) {
   return Status::kSuccess;
 }
 
-/// Raise K's dynamic shared-memory limit on device `dev` (needed above 48 KB), once per device.
+/// Raise the dynamic shared-memory limit of `func` (a kernel K's entry) on device `dev` (needed
+/// above 48 KB), once per device and entry. Keyed by the entry's address, not only by K: nvcc
+/// gives each translation unit its own host stub and module for a template kernel, so the same K
+/// launched from two .cu files of one program is two functions, each needing the attribute.
 template <class K>
-Status opt_in_smem(int dev) {
-  static std::atomic<bool> done[detail::kMaxDevices] = {};
-  if (dev >= 0 && dev < detail::kMaxDevices && done[dev].load(std::memory_order_acquire)) return Status::kSuccess;
-  LASP_CUDA_TRY(cudaFuncSetAttribute(kernel::entry<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(smem_bytes<K>())));
-  if (dev >= 0 && dev < detail::kMaxDevices) done[dev].store(true, std::memory_order_release);
+Status opt_in_smem(const void* func, int dev) {
+  static std::atomic<const void*> done[detail::kMaxDevices] = {};
+  const bool cached = dev >= 0 && dev < detail::kMaxDevices;
+  if (cached && done[dev].load(std::memory_order_acquire) == func) return Status::kSuccess;
+  LASP_CUDA_TRY(cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes<K>())));
+  if (cached) done[dev].store(func, std::memory_order_release);
   return Status::kSuccess;
 }
 
@@ -58,13 +61,13 @@ Status opt_in_smem(int dev) {
 template <class K>
 Status launch(const typename K::Params& p, cudaStream_t stream, const DeviceInfo& dev = {}) {
   constexpr std::size_t smem = smem_bytes<K>();
+  const void* func = reinterpret_cast<const void*>(&kernel::entry<K>);
   if constexpr (smem > 0) {
     LASP_RETURN_IF_ERROR(can_launch<K>(p, dev));
-    LASP_RETURN_IF_ERROR(opt_in_smem<K>(dev.id));
+    LASP_RETURN_IF_ERROR(opt_in_smem<K>(func, dev.id));
   }
   void* args[] = {const_cast<void*>(static_cast<const void*>(&p))};
-  LASP_CUDA_TRY(cudaLaunchKernel(reinterpret_cast<const void*>(&kernel::entry<K>), K::grid(p), dim3(K::kThreads),
-                                 args, smem, stream));
+  LASP_CUDA_TRY(cudaLaunchKernel(func, K::grid(p), dim3(K::kThreads), args, smem, stream));
 #ifdef LASP_DEBUG_SYNC
   LASP_CUDA_TRY(cudaStreamSynchronize(stream));
 #endif
