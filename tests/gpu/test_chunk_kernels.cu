@@ -119,7 +119,8 @@ TEST_CASE("gpu: explicit segment splits and state caching give the same answers"
   run_case<lasp::fp16, lasp::Policy<lasp::decay::None, lasp::schedule::AllGather, lasp::caching::Cache, T3>>(c, 9);
 }
 
-// Small shapes for compute-sanitizer (memcheck, racecheck): tails, both head dims, every decay.
+// Small shapes for compute-sanitizer (memcheck, racecheck): tails, both head dims, every decay,
+// and CTAs that walk many chunks.
 // Run: compute-sanitizer --tool racecheck lasp_tests_gpu -tc="*sanitizer*"
 TEST_CASE("gpu sanitizer shapes: tails, every decay, both head dims") {
   const Case small[] = {
@@ -133,6 +134,13 @@ TEST_CASE("gpu sanitizer shapes: tails, every decay, both head dims") {
     run_case<lasp::fp16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain, lasp::caching::Cache>>(c, seed++);
     run_case<lasp::bf16, lasp::Policy<lasp::decay::None>>(c, seed++);
   }
+  // Each CTA walks many chunks (the production case): one segment of 700 tokens (11 chunks, a
+  // tail) per (b,h), and three segments of 4 chunks with gates and cached states.
+  using T1 = lasp::tile::Tile<64, 4, 1>;
+  using T3 = lasp::tile::Tile<64, 4, 3>;
+  const Case walk{2, 700, 1, 128, 64, Layout::kTokenMajor, 0.25f, true};
+  run_case<lasp::bf16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain, lasp::caching::Recompute, T1>>(walk, seed++);
+  run_case<lasp::bf16, lasp::Policy<lasp::decay::Gate, lasp::schedule::Chain, lasp::caching::Cache, T3>>(walk, seed++);
 }
 
 // A gate > 0 is found on the device: forward and backward return kSuccess (the check cannot
