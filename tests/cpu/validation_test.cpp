@@ -319,6 +319,49 @@ TEST_CASE("validation: fused dq/dk/dv buffer accepted, colliding rows -> kOverla
   CHECK(std::memcmp(before.data(), fused.data(), fused.size() * sizeof(float)) == 0);
 }
 
+// Issue 10, item 8: the fused buffer of a real layer (B=3, N=65, H=5, D=64, E=128) whose batch
+// stride is padded (not a multiple of the row of 256 elements) was refused as overlapping. Rows
+// never collide here; a batch stride one dq row short makes batch 1's dq land on batch 0's last
+// dv row, which must still be refused.
+TEST_CASE("validation: fused [dq|dk|dv] rows with a padded batch stride are accepted (B=3, N=65, H=5, D=64, E=128)") {
+  using P = Fixture<decay::PerHead>::P;
+  Fixture<decay::PerHead> f(Shape{3, 65, 5, 64, 128, 1});
+  f.forward_ok();
+  auto ref = f.bwd();  // separate dq, dk, dv; d_final_state and d_initial_state given
+  REQUIRE(backward<P>(ref, f.comm, f.wsp()) == Status::kSuccess);
+  const index_t B = f.s.B, N = f.s.N, H = f.s.H, D = f.s.D, E = f.s.E, row = 2 * D + E;
+  for (index_t pad : {index_t(64), index_t(4), index_t(0)}) {
+    CAPTURE(pad);
+    const index_t sb = N * H * row + pad;
+    AlignedVec<float> fused(std::size_t(B * sb));
+    auto view = [&](index_t off) { return Tensor<float>{fused.data() + off, sb, H * row, row}; };
+    auto b = f.bwd();
+    b.dq = view(0), b.dk = view(D), b.dv = view(2 * D);
+    CHECK(can_implement<P>(b, f.comm, f.wsp()) == Status::kSuccess);
+    REQUIRE(backward<P>(b, f.comm, f.wsp()) == Status::kSuccess);
+    bool same = true;
+    for (index_t bb = 0; bb < B; ++bb)
+      for (index_t n = 0; n < N; ++n)
+        for (index_t h = 0; h < H; ++h) {
+          for (index_t x = 0; x < D; ++x)
+            same = same && b.dq(bb, n, h, x) == ref.dq(bb, n, h, x) && b.dk(bb, n, h, x) == ref.dk(bb, n, h, x);
+          for (index_t x = 0; x < E; ++x) same = same && b.dv(bb, n, h, x) == ref.dv(bb, n, h, x);
+        }
+    CHECK(same);
+  }
+  // Batch stride one dq row (D) short of the bundle: every view's own rows stay disjoint, but dq
+  // of batch b+1 lands on the end of dv of batch b's last row.
+  const index_t sb = N * H * row - D;
+  AlignedVec<float> fused(std::size_t(B * sb + row));
+  auto view = [&](index_t off) { return Tensor<float>{fused.data() + off, sb, H * row, row}; };
+  auto bad = f.bwd();
+  bad.dq = view(0), bad.dk = view(D), bad.dv = view(2 * D);
+  const auto before = snapshot(fused);
+  CHECK(can_implement<P>(bad, f.comm, f.wsp()) == Status::kOverlap);
+  CHECK(backward<P>(bad, f.comm, f.wsp()) == Status::kOverlap);
+  CHECK(unchanged(fused, before));
+}
+
 TEST_CASE("validation: D or E above 1024 on the host -> kUnsupportedHeadDim") {
   for (auto de : {std::pair<index_t, index_t>{1028, 4}, {4, 1028}}) {
     INFO("D=", de.first, " E=", de.second);
