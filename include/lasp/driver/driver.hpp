@@ -165,9 +165,13 @@ Status refuse(PlanPtr<Policy, T> plan, const Args& a, Comm& comm, const Workspac
   if constexpr (Backend::kSyncVerdict) {
     return agree_call<Backend>(comm, local, static_cast<Lay*>(nullptr), stream);
   } else {
-    // The messages are sized by the group's shape: the plan's, else this rank's arguments'.
-    const Shape s = plan && plan->valid() ? plan->shape() : a.shape;
-    bool usable = shape_positive(s) && s.R == comm.size() && ws.ptr && aligned16(ws.ptr) && aligned16(ws.scratch) &&
+    // The messages are sized by B, H, D, E of the group (the plan's, else this rank's
+    // arguments') and by the communicator's R; the driver's regions, which are all this rank
+    // touches, do not depend on N (they come first in the layout).
+    Shape s = plan && plan->valid() ? plan->shape() : a.shape;
+    s.R = comm.size();
+    if (s.N < 1) s.N = 1;
+    bool usable = shape_positive(s) && ws.ptr && aligned16(ws.ptr) && aligned16(ws.scratch) &&
                   check_workspace<Policy, Backend, U>(s, ws) == Status::kSuccess;
     if (usable) {
       const Shape& xs = shape_positive(a.shape) ? a.shape : s;
