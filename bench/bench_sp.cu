@@ -6,8 +6,9 @@
 //   state hops    nccl-tests style: ring hop of 1 MiB and 4 KiB, a chain of dependent 1 MiB hops,
 //                 all-gather of 1 MiB per rank (time, algorithm bandwidth);
 //   capacity      forward+backward at 2M tokens per GPU on every GPU, peak memory, workspace share.
-// "truncated" is schedule::Truncated<AllGather> (one neighbour shift when every head's decay over
-// a rank is below fp32 resolution, as with these slopes). "chain+ovl" is schedule::ChainOverlap (backward scan on the side stream). Efficiencies are
+// "truncated" is schedule::Truncated<AllGather> with a lasp::Plan (one neighbour shift when every
+// head's decay over every rank is below fp32 resolution, as with these slopes; without a plan it
+// would all-gather). "chain+ovl" is schedule::ChainOverlap (backward scan on the side stream). Efficiencies are
 // against the 1-GPU chain step. Prints tables; --json FILE writes the figures. Needs >= 1 GPU (hops need >= 2).
 //   lasp_bench_sp [--gpus G] [--quick] [--json FILE] [--no-capacity]
 #include <cuda_bf16.h>
@@ -34,7 +35,10 @@ using bf = __nv_bfloat16;
 using lasp::index_t;
 
 /// A device communicator with a rank and a size that moves nothing: the same run with the
-/// communication skipped (results are wrong, timings are what compute alone costs).
+/// communication skipped (results are wrong, timings are what compute alone costs). The one
+/// exception: the agreement's status words of every call (lasp::schedule::kStatusFloats floats
+/// per rank) are zeroed, "every rank accepted", or the kernels would skip their work on the
+/// garbage verdict and time nothing.
 struct NullComm {
   using stream_type = cudaStream_t;
   static constexpr bool kDeviceMemory = true;
@@ -43,7 +47,12 @@ struct NullComm {
   int size() const { return n; }
   lasp::Status send(const float*, std::size_t, int, cudaStream_t) { return lasp::Status::kSuccess; }
   lasp::Status recv(float*, std::size_t, int, cudaStream_t) { return lasp::Status::kSuccess; }
-  lasp::Status all_gather(const float*, float*, std::size_t, cudaStream_t) { return lasp::Status::kSuccess; }
+  lasp::Status all_gather(const float*, float* recv, std::size_t count, cudaStream_t st) {
+    if (count == lasp::schedule::kStatusFloats &&
+        cudaMemsetAsync(recv, 0, count * std::size_t(n) * sizeof(float), st) != cudaSuccess)
+      return lasp::Status::kCudaError;
+    return lasp::Status::kSuccess;
+  }
 };
 
 class Barrier {
@@ -94,18 +103,20 @@ struct Rank {
     q = k = v = o = dout = dq = dk = dv = nullptr;
     ws = nullptr;
   }
+  /// With `plan` (the plan of this shape, Policy and rank) the call takes it: schedule::Truncated
+  /// over AllGather takes its single hop only with a plan.
   template <class Policy, class Comm>
-  lasp::Status fwd(Comm& c, int R) {
+  lasp::Status fwd(Comm& c, int R, const lasp::Plan<Policy, bf>* plan = nullptr) {
     lasp::ForwardArgs<bf, lasp::decay::PerHead> a{};
     a.shape = {1, N, kH, kD, kD, R};
     a.q = lasp::token_major<const bf>(q, N, kH, kD); a.k = lasp::token_major<const bf>(k, N, kH, kD);
     a.v = lasp::token_major<const bf>(v, N, kH, kD); a.o = lasp::token_major(o, N, kH, kD);
     a.scale = 0.0884f;
     a.decay = {slopes.data()};
-    return lasp::forward<Policy>(a, c, {ws, ws_bytes}, stream);
+    return plan ? lasp::forward(*plan, a, c, {ws, ws_bytes}, stream) : lasp::forward<Policy>(a, c, {ws, ws_bytes}, stream);
   }
   template <class Policy, class Comm>
-  lasp::Status bwd(Comm& c, int R) {
+  lasp::Status bwd(Comm& c, int R, const lasp::Plan<Policy, bf>* plan = nullptr) {
     lasp::BackwardArgs<bf, lasp::decay::PerHead> a{};
     a.shape = {1, N, kH, kD, kD, R};
     a.q = lasp::token_major<const bf>(q, N, kH, kD); a.k = lasp::token_major<const bf>(k, N, kH, kD);
@@ -113,7 +124,19 @@ struct Rank {
     a.dq = lasp::token_major(dq, N, kH, kD); a.dk = lasp::token_major(dk, N, kH, kD); a.dv = lasp::token_major(dv, N, kH, kD);
     a.scale = 0.0884f;
     a.decay = {slopes.data()};
-    return lasp::backward<Policy>(a, c, {ws, ws_bytes}, stream);
+    return plan ? lasp::backward(*plan, a, c, {ws, ws_bytes}, stream)
+                : lasp::backward<Policy>(a, c, {ws, ws_bytes}, stream);
+  }
+  /// The plan of Policy for this rank's shape (collective: every rank calls it together).
+  template <class Policy, class Comm>
+  lasp::Plan<Policy, bf> plan(Comm& c, int R) {
+    lasp::Plan<Policy, bf> p;
+    float* staging = nullptr;
+    SP_CUDA(cudaMalloc(&staging, lasp::plan_staging_floats(c.size()) * sizeof(float)));
+    const lasp::Status st = lasp::make_plan<Policy, bf>({1, N, kH, kD, kD, R}, {slopes.data()}, c, staging, stream, &p);
+    SP_CUDA(cudaFree(staging));
+    if (st != lasp::Status::kSuccess) { std::fprintf(stderr, "make_plan: %s\n", lasp::to_string(st)); std::exit(1); }
+    return p;
   }
 };
 
@@ -121,16 +144,16 @@ struct Times { double fwd = 0, bwd = 0, step = 0; };
 
 /// Median forward / backward / step times of this rank (ms).
 template <class Policy, class Comm>
-Times time_rank(Rank& rk, Comm& c, int R, int iters, Barrier& bar) {
+Times time_rank(Rank& rk, Comm& c, int R, int iters, Barrier& bar, const lasp::Plan<Policy, bf>* plan = nullptr) {
   cudaEvent_t e0, e1, e2;
   cudaEventCreate(&e0); cudaEventCreate(&e1); cudaEventCreate(&e2);
   std::vector<float> tf, tb, ts;
   for (int i = 0; i < iters + 2; ++i) {
     bar.wait();  // ranks start each iteration together
     SP_CUDA(cudaEventRecord(e0, rk.stream));
-    if (rk.fwd<Policy>(c, R) != lasp::Status::kSuccess) { std::fprintf(stderr, "forward failed\n"); std::exit(1); }
+    if (rk.fwd<Policy>(c, R, plan) != lasp::Status::kSuccess) { std::fprintf(stderr, "forward failed\n"); std::exit(1); }
     SP_CUDA(cudaEventRecord(e1, rk.stream));
-    if (rk.bwd<Policy>(c, R) != lasp::Status::kSuccess) { std::fprintf(stderr, "backward failed\n"); std::exit(1); }
+    if (rk.bwd<Policy>(c, R, plan) != lasp::Status::kSuccess) { std::fprintf(stderr, "backward failed\n"); std::exit(1); }
     SP_CUDA(cudaEventRecord(e2, rk.stream));
     SP_CUDA(cudaEventSynchronize(e2));
     float a, b;
@@ -210,7 +233,11 @@ void weak_scaling(int maxG, const std::vector<index_t>& Ns, std::vector<Row>& ro
         if (G > 1) rec(time_rank<ChainOv>(rk, c, G, iters, bar), shared[4]);
         if (G > 1) rec(time_rank<ChainOv15>(rk, c, G, iters, bar), shared[5]);
         if (G > 1) rec(time_rank<ChainOv15>(rk, nc, G, iters, bar), shared[6]);
-        if (G > 1) rec(time_rank<Trunc>(rk, c, G, iters, bar), shared[7]);
+        if (G > 1) {
+          const lasp::Plan<Trunc, bf> tp = rk.plan<Trunc>(c, G);  // the single hop needs the group's plan
+          if (r == 0 && !tp.single_hop()) std::fprintf(stderr, "note: the truncated plan does not take the single hop\n");
+          rec(time_rank<Trunc>(rk, c, G, iters, bar, &tp), shared[7]);
+        }
         bar.wait();
         if (r == 0) {
           chain.t = shared[0]; chain.nocomm = shared[1]; gather.t = shared[2]; gather.nocomm = shared[3];

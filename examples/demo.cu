@@ -2,8 +2,9 @@
 //
 //   1. Check: a sequence of R*N tokens split over R = (visible GPUs) ranks, bf16, per-head decay
 //      (TransNormerLLM slopes), initial and final states; forward + backward with both schedules
-//      (NCCL between the GPUs; one GPU uses comm::DeviceSingle); every rank's o, dq, dk, dv and the
-//      final state against the double-precision reference on the whole sequence.
+//      (NCCL between the GPUs; one GPU uses comm::DeviceSingle), each through a lasp::Plan made by
+//      every rank at set-up; every rank's o, dq, dk, dv and the final state against the
+//      double-precision reference on the whole sequence.
 //   2. Throughput: S32K per GPU (B=1, H=16, D=E=128, N=32768 per rank, bf16), forward+backward
 //      timed with CUDA events (slowest rank), for R GPUs and for 1 GPU: weak-scaling efficiency.
 // With no GPU visible it runs the host demo (examples/demo.cpp) over simulated ranks instead.
@@ -35,9 +36,23 @@ struct Dev {  // one rank's device buffers (its own segment only)
   cudaStream_t stream;
 };
 
-/// Allocates rank r's buffers on the current device (N tokens of B=1... shape s).
+/// The plan of one layer shape on this rank: collective (every rank of the group calls it
+/// together), once, at set-up. It fixes the schedule for the group (schedule::Truncated's single
+/// hop needs every rank's verdict) and the workspace size.
 template <class Policy, class Comm>
-Dev alloc(const lasp::Shape& s, Comm& comm) {
+lasp::Plan<Policy, bf> make_layer_plan(const lasp::Shape& s, const Slopes& slopes, Comm& comm) {
+  lasp::Plan<Policy, bf> plan;
+  float* staging = nullptr;  // a few hundred bytes of device memory for the exchange
+  DEMO_CUDA(cudaMalloc(&staging, lasp::plan_staging_floats(comm.size()) * sizeof(float)));
+  const lasp::Status st = lasp::make_plan<Policy, bf>(s, {slopes.data()}, comm, staging, nullptr, &plan);
+  DEMO_CUDA(cudaFree(staging));
+  if (st != lasp::Status::kSuccess) std::fprintf(stderr, "  make_plan: %s\n", lasp::to_string(st));
+  return plan;  // not valid on failure: every call with it returns kPlanMismatch
+}
+
+/// Allocates rank r's buffers on the current device (N tokens of B=1... shape s).
+template <class Policy>
+Dev alloc(const lasp::Shape& s, const lasp::Plan<Policy, bf>& plan) {
   Dev d{};
   const std::size_t nq = std::size_t(s.B * s.N * s.H * s.D), nv = std::size_t(s.B * s.N * s.H * s.E);
   const std::size_t ns = std::size_t(s.B * s.H * s.D * s.E);
@@ -47,7 +62,7 @@ Dev alloc(const lasp::Shape& s, Comm& comm) {
   for (bf** p : qk) DEMO_CUDA(cudaMalloc(reinterpret_cast<void**>(p), nq * sizeof(bf)));
   for (bf** p : vo) DEMO_CUDA(cudaMalloc(reinterpret_cast<void**>(p), nv * sizeof(bf)));
   for (float** p : st) DEMO_CUDA(cudaMalloc(reinterpret_cast<void**>(p), ns * sizeof(float)));
-  d.ws_bytes = lasp::workspace_size<Policy, bf>(s, comm);
+  d.ws_bytes = std::max<std::size_t>(plan.workspace_size(), 256);
   DEMO_CUDA(cudaMalloc(&d.ws, d.ws_bytes));
   DEMO_CUDA(cudaStreamCreateWithFlags(&d.stream, cudaStreamNonBlocking));
   return d;
@@ -59,7 +74,8 @@ void release(Dev& d) {
 }
 
 template <class Policy, class Comm>
-lasp::Status step(const lasp::Shape& s, Dev& d, Comm& comm, const Slopes& slopes, bool states) {
+lasp::Status step(const lasp::Plan<Policy, bf>& plan, const lasp::Shape& s, Dev& d, Comm& comm, const Slopes& slopes,
+                  bool states) {
   using Decay = lasp::decay::PerHead;
   const lasp::index_t N = s.N, H = s.H, D = s.D, E = s.E;
   lasp::ForwardArgs<bf, Decay> fa{};
@@ -84,8 +100,8 @@ lasp::Status step(const lasp::Shape& s, Dev& d, Comm& comm, const Slopes& slopes
   ba.d_final_state = states ? d.dfin : nullptr;
   ba.d_initial_state = states ? d.dinit : nullptr;
   const lasp::Workspace w{d.ws, d.ws_bytes};
-  lasp::Status st = lasp::forward<Policy>(fa, comm, w, d.stream);
-  if (st == lasp::Status::kSuccess) st = lasp::backward<Policy>(ba, comm, w, d.stream);
+  lasp::Status st = lasp::forward(plan, fa, comm, w, d.stream);
+  if (st == lasp::Status::kSuccess) st = lasp::backward(plan, ba, comm, w, d.stream);
   return st;
 }
 
@@ -157,14 +173,15 @@ bool check(int R, unsigned seed) {
   const std::size_t seg_qk = std::size_t(N * H * D), seg_vo = std::size_t(N * H * E);  // B = 1
   std::vector<lasp::Status> statuses(std::size_t(R), lasp::Status::kSuccess);
   const bool ran = on_ranks(R, [&](int r, auto& comm) {
-    Dev d = alloc<Policy>(s, comm);
+    const lasp::Plan<Policy, bf> plan = make_layer_plan<Policy>(s, slopes, comm);
+    Dev d = alloc<Policy>(s, plan);
     DEMO_CUDA(cudaMemcpy(d.q, q.data() + r * seg_qk, seg_qk * sizeof(bf), cudaMemcpyHostToDevice));
     DEMO_CUDA(cudaMemcpy(d.k, k.data() + r * seg_qk, seg_qk * sizeof(bf), cudaMemcpyHostToDevice));
     DEMO_CUDA(cudaMemcpy(d.v, v.data() + r * seg_vo, seg_vo * sizeof(bf), cudaMemcpyHostToDevice));
     DEMO_CUDA(cudaMemcpy(d.dout, dout.data() + r * seg_vo, seg_vo * sizeof(bf), cudaMemcpyHostToDevice));
     DEMO_CUDA(cudaMemcpy(d.init, init.data(), init.size() * 4, cudaMemcpyHostToDevice));
     DEMO_CUDA(cudaMemcpy(d.dfin, dfin.data(), dfin.size() * 4, cudaMemcpyHostToDevice));
-    statuses[std::size_t(r)] = step<Policy>(s, d, comm, slopes, true);
+    statuses[std::size_t(r)] = step<Policy>(plan, s, d, comm, slopes, true);
     DEMO_CUDA(cudaStreamSynchronize(d.stream));
     DEMO_CUDA(cudaMemcpy(o.data() + r * seg_vo, d.o, seg_vo * sizeof(bf), cudaMemcpyDeviceToHost));
     DEMO_CUDA(cudaMemcpy(dq.data() + r * seg_qk, d.dq, seg_qk * sizeof(bf), cudaMemcpyDeviceToHost));
@@ -216,7 +233,8 @@ double time_step(int R, lasp::index_t N, int iters) {
   for (int h = 0; h < 16; ++h) slopes[std::size_t(h)] = std::exp2(-8.f * float(h + 1) / 16.f);
   std::vector<double> per_rank(static_cast<std::size_t>(R), 0.0);
   const bool ok = on_ranks(R, [&](int r, auto& comm) {
-    Dev d = alloc<Policy>(s, comm);
+    const lasp::Plan<Policy, bf> plan = make_layer_plan<Policy>(s, slopes, comm);
+    Dev d = alloc<Policy>(s, plan);
     const std::size_t nq = std::size_t(N * 16 * 128);
     bf* bufs[] = {d.q, d.k, d.v, d.dout};
     unsigned seed = 11u + 5u * unsigned(r);
@@ -228,7 +246,7 @@ double time_step(int R, lasp::index_t N, int iters) {
     bool good = true;
     for (int i = 0; i < iters + 3 && good; ++i) {
       DEMO_CUDA(cudaEventRecord(e0, d.stream));
-      good = step<Policy>(s, d, comm, slopes, false) == lasp::Status::kSuccess;
+      good = step<Policy>(plan, s, d, comm, slopes, false) == lasp::Status::kSuccess;
       DEMO_CUDA(cudaEventRecord(e1, d.stream));
       DEMO_CUDA(cudaEventSynchronize(e1));
       float ms = 0;
@@ -272,8 +290,9 @@ int main(int argc, char** argv) {
   std::printf("lasp demo: %d x %s, sequence parallel over %d GPU(s)\n", ngpu, prop.name, R);
   using Chain = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain>;
   using Gather = lasp::Policy<lasp::decay::PerHead, lasp::schedule::AllGather>;
-  // Decay-aware truncation: a single neighbour hop when every head's decay over a rank is below
-  // fp32 resolution (the throughput shape), the all-gather otherwise (the check shape).
+  // Decay-aware truncation: a single neighbour hop when every head's decay over every rank is
+  // below fp32 resolution (the throughput shape), the all-gather otherwise (the check shape); the
+  // plan decides for the group.
   using Trunc = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Truncated<lasp::schedule::AllGather>>;
   bool pass = check<Chain>(R, 7) && check<Gather>(R, 8) && check<Trunc>(R, 9);
   std::printf("\n  %-10s %5s %12s %10s %14s %12s\n", "schedule", "GPUs", "tokens", "step ms", "Mtokens/s", "efficiency");

@@ -11,6 +11,7 @@
 #include "comm/groups.hpp"
 #include "comm/host.hpp"
 #include "element.hpp"
+#include "plan.hpp"
 #include "backend/host/backend.hpp"
 #include "policy/policy.hpp"
 #include "reference/naive.hpp"

@@ -23,6 +23,8 @@ enum class Status : int {
   kNotForwarded,           // backward called on a workspace that holds no forward of this problem
   kCudaError,              // a CUDA runtime call or kernel launch failed
   kCommError,              // the communicator reported an error (e.g. ncclCommGetAsyncError)
+  kPlanMismatch,           // the call does not match its Plan (shape, communicator, or slopes that no
+                           // longer allow the plan's single hop)
   kInternalError,
 };
 
@@ -45,6 +47,7 @@ enum class Status : int {
     case Status::kNotForwarded: return "backward needs the workspace of a forward of the same problem";
     case Status::kCudaError: return "CUDA error";
     case Status::kCommError: return "communicator error";
+    case Status::kPlanMismatch: return "the arguments do not match the plan (shape, communicator or decay)";
     case Status::kInternalError: return "internal error";
   }
   return "unknown status";

@@ -59,7 +59,7 @@ struct DeviceProblem {
   template <class Decay>
   lasp::ForwardArgs<Elem, Decay> forward_args(int r) {
     lasp::ForwardArgs<Elem, Decay> a{};
-    a.shape = h.shape();
+    a.shape = h.shape_of(r);
     a.q = view(q, h.lq, r); a.k = view(k, h.lq, r); a.v = view(v, h.lv, r); a.o = mview(o, h.lv, r);
     a.scale = h.spec.scale;
     a.decay = decay_params<Decay>(r);
@@ -70,7 +70,7 @@ struct DeviceProblem {
   template <class Decay>
   lasp::BackwardArgs<Elem, Decay> backward_args(int r) {
     lasp::BackwardArgs<Elem, Decay> a{};
-    a.shape = h.shape();
+    a.shape = h.shape_of(r);
     a.q = view(q, h.lq, r); a.k = view(k, h.lq, r); a.v = view(v, h.lv, r); a.dout = view(dout, h.lv, r);
     a.dq = mview(dq, h.lq, r); a.dk = mview(dk, h.lq, r); a.dv = mview(dv, h.lv, r);
     a.scale = h.spec.scale;

@@ -13,6 +13,12 @@ namespace lasp_test {
 
 struct RunOptions {
   bool backward = true;
+  /// Make a lasp::Plan on every rank first (make_plan, collective) and call forward/backward
+  /// with it; RunResult::plan holds make_plan's statuses.
+  bool plan = false;
+  /// comm::HostGroup's receive timeout: a rank left waiting (a deadlock) turns into kCommError on
+  /// every rank instead of a hung test.
+  std::chrono::milliseconds timeout{20000};
   bool want_d_initial = true;   // pass d_initial_state (rank 0)
   /// Give EVERY rank state pointers. Ranks that do not own them get decoys: initial_state and
   /// d_final_state full of NaN (must not be read), final_state and d_initial_state full of a
@@ -21,10 +27,12 @@ struct RunOptions {
 };
 
 struct RunResult {
-  std::vector<lasp::Status> fwd, bwd;  // per rank
+  std::vector<lasp::Status> plan, fwd, bwd;  // per rank (plan: empty without RunOptions::plan)
   bool decoys_intact = true;
   double fwd_ms = 0, bwd_ms = 0;       // wall time of the forward / backward phase over all ranks
   bool ok() const {
+    for (auto s : plan)
+      if (s != lasp::Status::kSuccess) return false;
     for (auto s : fwd)
       if (s != lasp::Status::kSuccess) return false;
     for (auto s : bwd)
@@ -33,6 +41,8 @@ struct RunResult {
   }
   /// First non-success status (for messages), or kSuccess.
   lasp::Status first_error() const {
+    for (auto s : plan)
+      if (s != lasp::Status::kSuccess) return s;
     for (auto s : fwd)
       if (s != lasp::Status::kSuccess) return s;
     for (auto s : bwd)
@@ -59,12 +69,13 @@ template <class Policy, class Elem, class CommOf>
 RunResult run_ranks(GlobalProblem<Elem>& p, const RunOptions& opt, CommOf&& comm_of) {
   using Decay = typename Policy::Decay;
   const int R = p.spec.R;
-  const lasp::Shape shape = p.shape();
   const std::size_t nst = p.final_buf.size();
   p.poison_outputs();
   RunResult res;
   res.fwd.assign(std::size_t(R), lasp::Status::kInternalError);
   res.bwd.assign(std::size_t(R), opt.backward ? lasp::Status::kInternalError : lasp::Status::kSuccess);
+  if (opt.plan) res.plan.assign(std::size_t(R), lasp::Status::kInternalError);
+  std::vector<lasp::Plan<Policy, Elem>> plans(static_cast<std::size_t>(R));
 
   AlignedVec<float> decoy_in(nst), decoy_out(nst * std::size_t(R));
   poison(decoy_in);
@@ -73,23 +84,30 @@ RunResult run_ranks(GlobalProblem<Elem>& p, const RunOptions& opt, CommOf&& comm
 
   std::vector<AlignedVec<unsigned char>> ws(static_cast<std::size_t>(R));
   for (int r = 0; r < R; ++r) {
-    ws[std::size_t(r)].resize(lasp::workspace_size<Policy, Elem>(shape, comm_of(r)));
+    ws[std::size_t(r)].resize(lasp::workspace_size<Policy, Elem>(p.shape_of(r), comm_of(r)));
     poison(ws[std::size_t(r)]);  // the library must not rely on a zeroed workspace
   }
 
   auto fwd = [&](int r) {
     const bool first = r == 0, last = r == R - 1;
-    lasp::ForwardArgs<Elem, Decay> a{shape, p.view_q(r), p.view_k(r), p.view_v(r), p.view_o(r), p.spec.scale,
+    auto comm = comm_of(r);
+    auto& plan = plans[std::size_t(r)];
+    if (opt.plan) {
+      res.plan[std::size_t(r)] =
+          lasp::make_plan<Policy, Elem>(p.shape_of(r), p.template decay_params<Decay>(r), comm, &plan);
+      if (res.plan[std::size_t(r)] != lasp::Status::kSuccess) return;
+    }
+    lasp::ForwardArgs<Elem, Decay> a{p.shape_of(r), p.view_q(r), p.view_k(r), p.view_v(r), p.view_o(r), p.spec.scale,
                                      p.template decay_params<Decay>(r)};
     if (p.spec.initial_state) a.initial_state = first ? p.init.data() : (opt.decoy_states ? decoy_in.data() : nullptr);
     if (p.spec.final_state) a.final_state = last ? p.final_buf.data() : (opt.decoy_states ? decoy_out_of(r) : nullptr);
     auto& w = ws[std::size_t(r)];
-    auto comm = comm_of(r);
-    res.fwd[std::size_t(r)] = lasp::forward<Policy>(a, comm, lasp::Workspace{w.data(), w.size()});
+    const lasp::Workspace wsp{w.data(), w.size()};
+    res.fwd[std::size_t(r)] = opt.plan ? lasp::forward(plan, a, comm, wsp) : lasp::forward<Policy>(a, comm, wsp);
   };
   auto bwd = [&](int r) {
     const bool first = r == 0, last = r == R - 1;
-    lasp::BackwardArgs<Elem, Decay> a{shape, p.view_q(r), p.view_k(r), p.view_v(r), p.view_dout(r),
+    lasp::BackwardArgs<Elem, Decay> a{p.shape_of(r), p.view_q(r), p.view_k(r), p.view_v(r), p.view_dout(r),
                                       p.view_dq(r), p.view_dk(r), p.view_dv(r), p.spec.scale,
                                       p.template decay_params<Decay>(r)};
     if constexpr (Decay::kHasGradient) a.dg = p.view_dg(r);
@@ -97,7 +115,9 @@ RunResult run_ranks(GlobalProblem<Elem>& p, const RunOptions& opt, CommOf&& comm
     if (opt.want_d_initial) a.d_initial_state = first ? p.dinit_buf.data() : (opt.decoy_states ? decoy_out_of(r) : nullptr);
     auto& w = ws[std::size_t(r)];
     auto comm = comm_of(r);
-    res.bwd[std::size_t(r)] = lasp::backward<Policy>(a, comm, lasp::Workspace{w.data(), w.size()});
+    const lasp::Workspace wsp{w.data(), w.size()};
+    res.bwd[std::size_t(r)] = opt.plan ? lasp::backward(plans[std::size_t(r)], a, comm, wsp)
+                                       : lasp::backward<Policy>(a, comm, wsp);
   };
 
   res.fwd_ms = run_threads(R, fwd);
@@ -112,7 +132,7 @@ RunResult run_ranks(GlobalProblem<Elem>& p, const RunOptions& opt, CommOf&& comm
 /// poisoned (NaN) first; workspaces are poisoned too.
 template <class Policy, class Elem>
 RunResult run_host(GlobalProblem<Elem>& p, const RunOptions& opt = {}) {
-  lasp::comm::HostGroup group(p.spec.R);
+  lasp::comm::HostGroup group(p.spec.R, opt.timeout);
   return detail::run_ranks<Policy>(p, opt, [&](int r) { return group.comm(r); });
 }
 

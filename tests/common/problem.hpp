@@ -125,6 +125,9 @@ struct Rng {
 struct ProblemSpec {
   index_t B = 1, N = 16, H = 2, D = 8, E = 8;  // N: tokens per rank
   int R = 1;                                    // ranks; the whole sequence has T = R*N tokens
+  /// Tokens of each rank when they differ (R values; empty: N on every rank). Then the whole
+  /// sequence has their sum and rank r holds the tokens after those of ranks 0..r-1.
+  std::vector<index_t> rank_N;
   Layout layout = Layout::kTokenMajor;
   index_t pad = 0;             // extra elements after every row (rounded up to 16 bytes)
   float scale = 1.f;
@@ -163,7 +166,8 @@ struct GlobalProblem {
   AlignedVec<float> final_buf, dinit_buf;  // (B,H,D,E)
 
   explicit GlobalProblem(const ProblemSpec& s) : spec(s) {
-    T = s.N * s.R;
+    T = 0;
+    for (int r = 0; r < s.R; ++r) T += n_of(r);
     const index_t a = kElemsPer16B<Elem>;
     lq = {s.B, T, s.H, s.D, round_up(s.D + s.pad, a), s.layout};
     lv = {s.B, T, s.H, s.E, round_up(s.E + s.pad, a), s.layout};
@@ -202,8 +206,16 @@ struct GlobalProblem {
   }
 
   // ---- rank views ----
-  index_t t0(int r) const { return index_t(r) * spec.N; }
-  lasp::Shape shape() const { return {spec.B, spec.N, spec.H, spec.D, spec.E, spec.R}; }
+  /// Tokens of rank r, and the global position of its first token.
+  index_t n_of(int r) const { return spec.rank_N.empty() ? spec.N : spec.rank_N[std::size_t(r)]; }
+  index_t t0(int r) const {
+    index_t t = 0;
+    for (int j = 0; j < r; ++j) t += n_of(j);
+    return t;
+  }
+  /// The shape of rank r's call; shape() is rank 0's (every rank's unless rank_N is given).
+  lasp::Shape shape_of(int r) const { return {spec.B, n_of(r), spec.H, spec.D, spec.E, spec.R}; }
+  lasp::Shape shape() const { return shape_of(0); }
   lasp::Tensor<const Elem> view_q(int r) const { return lq.view<const Elem>(q_buf.data(), t0(r)); }
   lasp::Tensor<const Elem> view_k(int r) const { return lq.view<const Elem>(k_buf.data(), t0(r)); }
   lasp::Tensor<const Elem> view_v(int r) const { return lv.view<const Elem>(v_buf.data(), t0(r)); }

@@ -135,6 +135,44 @@ TEST_CASE("HostGroup: sends to itself or to a peer outside the group -> kCommErr
   CHECK(c.recv(&x, 1, 7, {}) == Status::kCommError);
 }
 
+TEST_CASE("HostGroup with a timeout: a recv or all_gather nobody answers -> kCommError, and the group is broken") {
+  {
+    comm::HostGroup group(2, std::chrono::milliseconds(50));
+    auto c0 = group.comm(0);
+    float x = 0;
+    CHECK(c0.recv(&x, 1, 1, {}) == Status::kCommError);  // rank 1 never sends
+    CHECK(group.broken());
+    auto c1 = group.comm(1);
+    CHECK(c1.send(&x, 1, 0, {}) == Status::kCommError);  // broken: everything fails at once
+    CHECK(c1.all_gather(&x, &x, 1, {}) == Status::kCommError);
+  }
+  {
+    // Ranks 0 and 1 gather, rank 2 never comes: both get kCommError instead of waiting forever.
+    comm::HostGroup group(3, std::chrono::milliseconds(50));
+    std::vector<Status> st(2, Status::kInternalError);
+    on_threads(2, [&](int r) {
+      float mine = float(r), all[3];
+      st[std::size_t(r)] = group.comm(r).all_gather(&mine, all, 1, {});
+    });
+    CHECK(st[0] == Status::kCommError);
+    CHECK(st[1] == Status::kCommError);
+    CHECK(group.broken());
+  }
+  {
+    // Without a timeout failure, a group with one behaves as before.
+    comm::HostGroup group(2, std::chrono::seconds(10));
+    float got = 0;
+    on_threads(2, [&](int r) {
+      auto c = group.comm(r);
+      const float x = 7.f;
+      if (r == 0) (void)c.send(&x, 1, 1, {});
+      else (void)c.recv(&got, 1, 0, {});
+    });
+    CHECK(got == 7.f);
+    CHECK(!group.broken());
+  }
+}
+
 TEST_CASE("HostSingle: rank 0 of 1, all_gather copies, point-to-point is an error") {
   comm::HostSingle c;
   CHECK(c.rank() == 0);

@@ -315,10 +315,11 @@ TEST_CASE("LogScan messages: ceil(log2 R) exchanges per rank per scan, any R (no
       CHECK(f.recv[i] == tf.recvs);
       CHECK(f.send[i] <= K);
       CHECK(f.recv[i] <= K);
-      CHECK(f.gather[i] == 0);
+      // The one all-gather of a forward is the ranks' agreement on the call (R > 1; driver.hpp).
+      CHECK(f.gather[i] == (R > 1 ? 1 : 0));
       CHECK(f.sendrecv[i] == 0);
-      // forward + backward: every exchange through sendrecv, one per round of each scan; the gates'
-      // suffix sum of B*H scalars is the one all-gather (R > 1).
+      // forward + backward: every exchange through sendrecv, one per round of each scan; the
+      // all-gathers are the two calls' agreements and the gates' suffix sum of B*H scalars (R > 1).
       CHECK(fb.sendrecv[i] == tf.rounds + tb.rounds);
       CHECK(fb.sr_sent[i] == tf.sends + tb.sends);
       CHECK(fb.sr_received[i] == tf.recvs + tb.recvs);
@@ -326,7 +327,7 @@ TEST_CASE("LogScan messages: ceil(log2 R) exchanges per rank per scan, any R (no
       CHECK(tb.rounds <= K);
       CHECK(fb.send[i] == 0);
       CHECK(fb.recv[i] == 0);
-      CHECK(fb.gather[i] == (R > 1 ? 1 : 0));
+      CHECK(fb.gather[i] == (R > 1 ? 3 : 0));
       max_rounds = std::max(max_rounds, tf.rounds);
     }
     CHECK(max_rounds == K);  // the bound is reached: rank 0 sends in every round

@@ -55,7 +55,7 @@ Expect expect_for() {
 template <class Decay, class Elem>
 void check_against_reference(const GlobalProblem<Elem>& p, const RefResult& ref, const Expect& e = expect_for<Elem>()) {
   const ProblemSpec& s = p.spec;
-  INFO("B=", s.B, " N=", s.N, " H=", s.H, " D=", s.D, " E=", s.E, " R=", s.R, " scale=", s.scale);
+  INFO("B=", s.B, " N=", s.N, std::string(s.rank_N.empty() ? "" : " (uneven)"), " H=", s.H, " D=", s.D, " E=", s.E, " R=", s.R, " scale=", s.scale);
   const auto o = p.o();
   CHECK(rel_err(o, ref.o) <= e.out);
   CHECK(p.padding_intact());
@@ -75,7 +75,7 @@ void check_against_reference(const GlobalProblem<Elem>& p, const RefResult& ref,
   if (!e.per_rank) return;
   for (int r = 0; r < s.R; ++r) {
     CAPTURE(r);
-    const index_t t0 = p.t0(r), t1 = t0 + s.N;
+    const index_t t0 = p.t0(r), t1 = t0 + p.n_of(r);
     auto sl = [&](const std::vector<double>& a, index_t X) { return slice_tokens(a, s.B, p.T, s.H, X, t0, t1); };
     CHECK(rel_err(sl(o, s.E), sl(ref.o, s.E)) <= e.out);
     if (e.backward) {
@@ -89,13 +89,16 @@ void check_against_reference(const GlobalProblem<Elem>& p, const RefResult& ref,
 }
 
 /// Run Policy on the host over p.spec.R ranks (comm::HostGroup), run the reference, check
-/// everything. Returns the run result.
+/// everything (with `plan`: make_plan first, then forward/backward with the plan). Returns the
+/// run result.
 template <class Policy, class Elem>
-RunResult run_and_check(GlobalProblem<Elem>& p, const Expect& e = expect_for<Elem>()) {
+RunResult run_and_check(GlobalProblem<Elem>& p, const Expect& e = expect_for<Elem>(), bool plan = false) {
   RunOptions o;
   o.backward = e.backward;
+  o.plan = plan;
   RunResult rr = run_host<Policy>(p, o);
-  INFO("policy: ", lasp::describe<Policy>(), ", layout: ", to_string(p.spec.layout));
+  INFO("policy: ", lasp::describe<Policy>(), ", layout: ", std::string(to_string(p.spec.layout)),
+       std::string(plan ? ", with a plan" : ""));
   REQUIRE(rr.first_error() == lasp::Status::kSuccess);
   check_against_reference<typename Policy::Decay>(p, run_reference<typename Policy::Decay>(p, e.backward), e);
   return rr;
@@ -108,7 +111,7 @@ RunResult run_and_check_single(GlobalProblem<Elem>& p, const Expect& e = expect_
   RunOptions o;
   o.backward = e.backward;
   RunResult rr = run_host_single<Policy>(p, o);
-  INFO("policy: ", lasp::describe<Policy>(), ", layout: ", to_string(p.spec.layout));
+  INFO("policy: ", lasp::describe<Policy>(), ", layout: ", std::string(to_string(p.spec.layout)));
   REQUIRE(rr.first_error() == lasp::Status::kSuccess);
   check_against_reference<typename Policy::Decay>(p, run_reference<typename Policy::Decay>(p, e.backward), e);
   return rr;

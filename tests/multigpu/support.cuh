@@ -159,8 +159,11 @@ struct RankOut {
 /// the current device and a stream of its own. Every rank holds device copies of the WHOLE
 /// problem (outputs poisoned) and works on the views of its segment. `start` is passed by all
 /// ranks of the group once their buffers exist (no allocation while NCCL kernels run).
+/// With `plan`, every rank makes the plan of its shape first (make_plan, collective) and calls
+/// forward/backward with it (`out.make` is then make_plan's status).
 template <class Policy, class Elem>
-RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic<bool>& failed, Barrier& start) {
+RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic<bool>& failed, Barrier& start,
+                       bool plan = false) {
   using Decay = typename Policy::Decay;
   RankOut<Elem> out;
   lasp::comm::Nccl comm;
@@ -168,7 +171,9 @@ RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic
   out.nccl_rank = comm.rank();
   out.nccl_size = comm.size();
   DeviceProblem<Elem> dp(p);
-  const lasp::Shape shape = p.shape();
+  const lasp::Shape shape = p.shape_of(r);
+  DeviceBuf<float> staging(lasp::plan_staging_floats(p.spec.R));
+  lasp::Plan<Policy, Elem> pl;
   const std::size_t wsb = lasp::workspace_size<Policy, Elem>(shape, comm);
   DeviceBuf<unsigned char> ws(wsb);
   LASP_TEST_CUDA(cudaMemset(ws.ptr, 0xFF, wsb));  // lasp must not rely on a zeroed workspace
@@ -177,12 +182,16 @@ RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic
   LASP_TEST_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   LASP_TEST_CUDA(cudaDeviceSynchronize());
   start.arrive_and_wait();
+  if (out.make == lasp::Status::kSuccess && plan) {
+    out.make = lasp::make_plan<Policy, Elem>(shape, dp.template decay_params<Decay>(r), comm, staging.ptr, st, &pl);
+    if (out.make == lasp::Status::kSuccess && pl.workspace_size() > wsb) out.make = lasp::Status::kWorkspaceTooSmall;
+  }
   if (out.make == lasp::Status::kSuccess) {
     auto fa = dp.template forward_args<Decay>(r);
-    out.fwd = lasp::forward<Policy>(fa, comm, w, st);
+    out.fwd = plan ? lasp::forward(pl, fa, comm, w, st) : lasp::forward<Policy>(fa, comm, w, st);
     if (out.fwd == lasp::Status::kSuccess) {
       auto ba = dp.template backward_args<Decay>(r);
-      out.bwd = lasp::backward<Policy>(ba, comm, w, st);
+      out.bwd = plan ? lasp::backward(pl, ba, comm, w, st) : lasp::backward<Policy>(ba, comm, w, st);
     }
   }
   // A rank that stopped early leaves its peers waiting in NCCL: tell them to abort.
@@ -246,7 +255,6 @@ template <class Policy, class Elem>
 void check_against_reference(GlobalProblem<Elem>& p, std::vector<RankOut<Elem>>& outs, const std::string& label) {
   using Decay = typename Policy::Decay;
   const int R = p.spec.R;
-  const index_t N = p.spec.N;
   INFO(label);
   REQUIRE(int(outs.size()) == R);
   for (int r = 0; r < R; ++r) {
@@ -266,7 +274,7 @@ void check_against_reference(GlobalProblem<Elem>& p, std::vector<RankOut<Elem>>&
   for (int r = 0; r < R; ++r) {
     CAPTURE(r);
     const RankOut<Elem>& o = outs[std::size_t(r)];
-    const index_t t0 = p.t0(r);
+    const index_t t0 = p.t0(r), N = p.n_of(r);
     CHECK(untouched_outside(p.lv, o.o, t0, N));
     CHECK(untouched_outside(p.lq, o.dq, t0, N));
     CHECK(untouched_outside(p.lq, o.dk, t0, N));
@@ -327,7 +335,7 @@ std::string describe_case(const ProblemSpec& s) {
 /// One SP group over the clique `cq` (rank r = device r): forward + backward of a random problem
 /// with spec s (s.R = cq.size()), checked against the whole-sequence reference.
 template <class Policy, class Elem>
-void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {}) {
+void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {}, bool plan = false) {
   s.R = cq.size();
   REQUIRE_MESSAGE(cq.alive(), "an earlier case of this test aborted the NCCL communicators");
   GlobalProblem<Elem> p(s);
@@ -336,10 +344,10 @@ void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {
   std::atomic<bool> failed{false};
   Barrier start(s.R);
   on_gpu_threads(s.R, [&](int r) {
-    outs[std::size_t(r)] = run_rank<Policy>(p, r, cq.comms[std::size_t(r)], failed, start);
+    outs[std::size_t(r)] = run_rank<Policy>(p, r, cq.comms[std::size_t(r)], failed, start, plan);
     if (outs[std::size_t(r)].aborted) cq.aborted[std::size_t(r)] = 1;
   });
-  check_against_reference<Policy>(p, outs, describe_case<Policy, Elem>(s));
+  check_against_reference<Policy>(p, outs, describe_case<Policy, Elem>(s) + (plan ? " (plan)" : ""));
 }
 
 }  // namespace lasp_test

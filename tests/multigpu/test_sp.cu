@@ -57,6 +57,27 @@ TEST_CASE("multigpu SP, R=2 and 4: schedule::Truncated, single hop and fallback"
     run_sp_case<Policy<decay::PerHead, schedule::Truncated<schedule::Chain>>, lasp::bf16>(cq, base_spec(1300), strong);
     run_sp_case<Policy<decay::PerHead, schedule::Truncated<schedule::Chain>>, lasp::bf16>(cq, base_spec(1301), weak);
     run_sp_case<Policy<decay::PerHead, schedule::Truncated<schedule::AllGather>>, lasp::bf16>(cq, base_spec(1302), strong);
+    // Over AllGather the single hop needs the group's plan (without one, the call above all-gathers).
+    run_sp_case<Policy<decay::PerHead, schedule::Truncated<schedule::AllGather>>, lasp::bf16>(cq, base_spec(1303), strong,
+                                                                                            true);
+  }
+}
+
+// Ranks with different N (Shape: any N >= 1), through a plan: every schedule, and Auto where
+// some ranks qualify for the single hop and others do not (the plan then all-gathers).
+TEST_CASE("multigpu SP, R=2 and 4: uneven N with a plan, Chain, AllGather, Truncated, Auto") {
+  for (int R : {2, 4}) {
+    if (skip_unless_gpus(R, "SP uneven N")) return;
+    Clique cq(R);
+    ProblemSpec s = base_spec(1400);
+    s.rank_N = R == 2 ? std::vector<index_t>{200, 37} : std::vector<index_t>{64, 300, 1, 129};
+    s.N = s.rank_N[0];
+    const std::vector<float> slopes = {0.1f, 0.2f, 0.5f};  // N = 200, 300 strong; 37, 64, 1, 129 not all
+    run_sp_case<Policy<decay::PerHead, schedule::Chain>, lasp::bf16>(cq, s, slopes, true);
+    run_sp_case<Policy<decay::Gate, schedule::AllGather>, lasp::bf16>(cq, s, {}, true);
+    run_sp_case<Policy<decay::PerHead, schedule::Truncated<schedule::Chain>>, lasp::bf16>(cq, s, slopes, false);
+    run_sp_case<Policy<decay::PerHead, schedule::Auto>, lasp::bf16>(cq, s, slopes, true);
+    run_sp_case<Policy<decay::PerHead, schedule::Auto>, lasp::bf16>(cq, s, slopes, false);
   }
 }
 

@@ -5,8 +5,9 @@
 // Every rank builds a fingerprint of what it is about to run (shape B, N, H, D, E, R, the
 // communicator size, the element type, the policies and the lasp version), all-gathers it
 // through the communicator, and compares all of them. All ranks see the same gathered data, so
-// they all return the same status: kPeerMismatch if any two ranks differ. LASP needs equal
-// segments, so N must match too. Meant for set-up, not for the hot path.
+// they all return the same status: kPeerMismatch if any two ranks differ, N included (for
+// groups whose ranks hold different N, lasp::make_plan (plan.hpp) checks everything else and
+// also fixes the schedule for the group). Meant for set-up, not for the hot path.
 //
 //   lasp::comm::HostGroup group(R);   // ranks as threads, each running:
 //   auto comm = group.comm(r);

@@ -2,6 +2,7 @@
 // Host communicators: SP size 1 (HostSingle) and R ranks as threads of one process (HostGroup).
 // Buffers are host memory; every call completes before it returns (recv blocks).
 #include "../config.hpp"
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -31,10 +32,22 @@ struct HostSingle {
 
 /// Shared state of R ranks that run as threads: one mailbox per (src, dst) pair and a
 /// generation-counted barrier for the all-gather. Create one, then hand comm(r) to thread r.
+///
+/// Optional timeout: with `timeout` > 0, a recv or all_gather that waits longer than that for
+/// its peers returns kCommError and BREAKS the group: every pending and later operation of every
+/// rank then returns kCommError at once (a broken group stays broken: make a new one). So a rank
+/// that never arrives (a deadlock, a peer that returned early) turns into kCommError on every
+/// rank instead of a hang. 0 (the default) waits forever.
 class HostGroup {
  public:
-  explicit HostGroup(int size) : size_(size), gather_(size) {}
+  explicit HostGroup(int size, std::chrono::milliseconds timeout = std::chrono::milliseconds(0))
+      : size_(size), timeout_(timeout), gather_(std::size_t(size > 0 ? size : 0)) {}
   int size() const { return size_; }
+  /// True once an operation timed out (see the class comment).
+  bool broken() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return broken_;
+  }
 
   /// The communicator of rank r (a cheap handle; the group must outlive it).
   class Comm {
@@ -47,6 +60,7 @@ class HostGroup {
     Status send(const float* buf, std::size_t n, int peer, stream_type) {
       if (peer < 0 || peer >= size() || peer == r_) return Status::kCommError;
       std::lock_guard<std::mutex> lk(g_->mu_);
+      if (g_->broken_) return Status::kCommError;
       g_->box_[{r_, peer}].emplace_back(buf, buf + n);
       g_->cv_.notify_all();
       return Status::kSuccess;
@@ -55,7 +69,7 @@ class HostGroup {
       if (peer < 0 || peer >= size() || peer == r_) return Status::kCommError;
       std::unique_lock<std::mutex> lk(g_->mu_);
       auto& q = g_->box_[{peer, r_}];
-      g_->cv_.wait(lk, [&] { return !q.empty(); });
+      if (!g_->wait(lk, [&] { return !q.empty(); })) return Status::kCommError;
       std::vector<float> msg = std::move(q.front());
       q.pop_front();
       lk.unlock();
@@ -66,21 +80,21 @@ class HostGroup {
     Status all_gather(const float* s, float* r, std::size_t n, stream_type) {
       std::unique_lock<std::mutex> lk(g_->mu_);
       // Wait for the previous gather to be fully consumed before reusing the slots.
-      g_->cv_.wait(lk, [&] { return g_->readers_ == 0; });
-      g_->gather_[r_].assign(s, s + n);
+      if (!g_->wait(lk, [&] { return g_->readers_ == 0; })) return Status::kCommError;
+      g_->gather_[std::size_t(r_)].assign(s, s + n);
       const unsigned long gen = g_->gen_;
       if (++g_->arrived_ == g_->size_) {
         g_->arrived_ = 0;
         g_->readers_ = g_->size_;
         ++g_->gen_;
         g_->cv_.notify_all();
-      } else {
-        g_->cv_.wait(lk, [&] { return g_->gen_ != gen; });
+      } else if (!g_->wait(lk, [&] { return g_->gen_ != gen; })) {
+        return Status::kCommError;
       }
       Status st = Status::kSuccess;
       for (int j = 0; j < g_->size_; ++j) {
-        if (g_->gather_[j].size() != n) { st = Status::kCommError; continue; }
-        std::memcpy(r + std::size_t(j) * n, g_->gather_[j].data(), n * sizeof(float));
+        if (g_->gather_[std::size_t(j)].size() != n) { st = Status::kCommError; continue; }
+        std::memcpy(r + std::size_t(j) * n, g_->gather_[std::size_t(j)].data(), n * sizeof(float));
       }
       if (--g_->readers_ == 0) g_->cv_.notify_all();
       return st;
@@ -94,13 +108,29 @@ class HostGroup {
   Comm comm(int r) { return Comm(this, r); }
 
  private:
+  /// Waits (lock held) until ready() or the group breaks; false if broken or timed out (which
+  /// breaks it).
+  template <class Ready>
+  bool wait(std::unique_lock<std::mutex>& lk, Ready ready) {
+    auto done = [&] { return broken_ || ready(); };
+    if (timeout_.count() <= 0) {
+      cv_.wait(lk, done);
+    } else if (!cv_.wait_for(lk, timeout_, done)) {
+      broken_ = true;
+      cv_.notify_all();
+    }
+    return !broken_;
+  }
+
   int size_;
-  std::mutex mu_;
+  std::chrono::milliseconds timeout_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::pair<int, int>, std::deque<std::vector<float>>> box_;
   std::vector<std::vector<float>> gather_;
   int arrived_ = 0, readers_ = 0;
   unsigned long gen_ = 0;
+  bool broken_ = false;
 };
 
 }  // namespace comm

@@ -3,10 +3,29 @@
 // then the scan across ranks (the schedule: the only part that talks to the communicator), then
 // the rank-local outputs with the incoming state. See math.md sections 3-4.
 //
+// Agreement. Every check of a call runs on the host of each rank alone (check_*_call: nothing
+// written, nothing sent). Then, in every call of a group of R > 1 ranks, the ranks agree
+// before anything is written: each rank's status is all-gathered (schedule::agree, 16 bytes per
+// rank). So a call refused on one rank is refused on all of them, and no rank is left waiting
+// for a peer or receiving a stale message in a later call:
+//  - backends whose memory the host reads (host backend, Backend::kSyncVerdict): every rank
+//    reads the verdict at once and returns it (the status of the lowest rank that refused)
+//    before touching anything; no other message of the call is sent.
+//  - device backends (CUDA): reading the verdict would synchronise, so it stays on the device
+//    (the reserve header's kDeviceStatus slot). The ranks that passed their checks run the
+//    whole call; every kernel that writes a user buffer skips its work on a non-zero verdict
+//    and cuda::deferred_status reports it. A rank that refused runs the same messages of the
+//    call (the schedule's scan, and the gates' suffix sum) from its own workspace, with null
+//    user buffers, and returns its status (refuse() below). It needs a usable workspace for
+//    that: without one it returns at once and its peers wait (README "Limits").
+//
 // A Backend provides, besides the state ops of schedule/common.hpp:
+//   kSyncVerdict      the host reads the agreement's verdict at once (host memory)
+//   put_status(word, status, stream) / verdict(all, R, slot, stream): the agreement (common.hpp)
 //   using Regions = ...;  carve<Policy, T>(shape, Carver& reserve, Carver& scratch) -> Regions
-//   check_memory(args, rank, size): pointers in the memory space the backend needs (first: the
-//                      checks after it read host-side parameters such as slopes)
+//   check_memory(args, ws, rank, size): pointers in the memory space the backend needs (first:
+//                      the checks after it read host-side parameters such as slopes)
+//   check_common<Policy, T>(shape): what the backend cannot run (make_plan uses it too)
 //   check_forward<Policy>(fwd args) / check_backward<Policy>(bwd args): backend-specific checks
 //   rank_summary    (fwd args, AL, ctx)         -> A_r, L_r of this rank from a zero state
 //   forward_outputs (fwd args, P, ctx)          -> O with incoming state P
@@ -18,7 +37,9 @@
 //   unmark_forwarded / mark_forwarded / check_forwarded (ctx): pairing of forward and backward
 #include <type_traits>
 #include <utility>
+#include <vector>
 #include "../args.hpp"
+#include "../plan.hpp"
 #include "../schedule/common.hpp"
 #include "layout.hpp"
 #include "validate.hpp"
@@ -45,34 +66,162 @@ struct Ctx {
   Stream stream;
 };
 
+template <class Policy, class T>
+using PlanPtr = const Plan<Policy, std::remove_const_t<T>>*;
+
+// ---- checks on this rank alone (can_implement) ----------------------------------------------
+
 template <class Policy, class Backend, class T, class Comm>
-Status can_implement_forward(const ForwardArgs<T, typename Policy::Decay>& a, const Comm& comm, const Workspace& ws) {
+Status check_forward_call(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename Policy::Decay>& a, const Comm& comm,
+                          const Workspace& ws) {
   LASP_RETURN_IF_ERROR(Backend::check_memory(a, ws, comm.rank(), comm.size()));
+  if (plan) LASP_RETURN_IF_ERROR(plan->check_call(a.shape, comm.rank(), comm.size()));
   LASP_RETURN_IF_ERROR(check_forward(a, comm.size(), comm.rank(), ws));
   LASP_RETURN_IF_ERROR(Backend::template check_forward<Policy>(a));
-  return check_workspace<Policy, Backend, T>(a.shape, ws);
+  LASP_RETURN_IF_ERROR((check_workspace<Policy, Backend, std::remove_const_t<T>>(a.shape, ws)));
+  if (plan) LASP_RETURN_IF_ERROR(plan->check_decay(a.decay, a.shape));
+  return Status::kSuccess;
 }
 
+/// Backward's checks include the pairing with a forward where the backend can see it (host).
 template <class Policy, class Backend, class T, class Comm>
-Status can_implement_backward(const BackwardArgs<T, typename Policy::Decay>& a, const Comm& comm,
-                              const Workspace& ws) {
+Status check_backward_call(PlanPtr<Policy, T> plan, const BackwardArgs<T, typename Policy::Decay>& a,
+                           const Comm& comm, const Workspace& ws) {
+  using U = std::remove_const_t<T>;
   LASP_RETURN_IF_ERROR(Backend::check_memory(a, ws, comm.rank(), comm.size()));
+  if (plan) LASP_RETURN_IF_ERROR(plan->check_call(a.shape, comm.rank(), comm.size()));
   LASP_RETURN_IF_ERROR(check_backward(a, comm.size(), comm.rank(), ws));
   LASP_RETURN_IF_ERROR(Backend::template check_backward<Policy>(a));
-  return check_workspace<Policy, Backend, T>(a.shape, ws);
+  LASP_RETURN_IF_ERROR((check_workspace<Policy, Backend, U>(a.shape, ws)));
+  if (plan) LASP_RETURN_IF_ERROR(plan->check_decay(a.decay, a.shape));
+  Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(a.shape, ws), {}};
+  return Backend::check_forwarded(a.shape, c);
 }
 
 template <class Policy, class Backend, class T, class Comm>
-Status forward(const ForwardArgs<T, typename Policy::Decay>& a, Comm& comm, Workspace ws,
-               typename Comm::stream_type stream) {
-  LASP_RETURN_IF_ERROR((can_implement_forward<Policy, Backend>(a, comm, ws)));
+Status can_implement_forward(const ForwardArgs<T, typename Policy::Decay>& a, const Comm& comm, const Workspace& ws,
+                             PlanPtr<Policy, T> plan = nullptr) {
+  return check_forward_call<Policy, Backend>(plan, a, comm, ws);
+}
+template <class Policy, class Backend, class T, class Comm>
+Status can_implement_backward(const BackwardArgs<T, typename Policy::Decay>& a, const Comm& comm,
+                              const Workspace& ws, PlanPtr<Policy, T> plan = nullptr) {
+  return check_backward_call<Policy, Backend>(plan, a, comm, ws);
+}
+
+// ---- the agreement ----------------------------------------------------------------------------
+
+/// The agreement of a call whose rank status is `local` (schedule::agree). `lay`: this rank's
+/// workspace layout (null when it has none it can use). R = 1: nothing to agree on; device
+/// backends reset the verdict slot.
+template <class Backend, class Comm, class Stream, class Regions>
+Status agree_call(Comm& comm, Status local, Layout<Regions>* lay, Stream s) {
+  constexpr std::size_t W = schedule::kStatusFloats;
+  if (comm.size() < 2) {
+    if (local != Status::kSuccess) return local;
+    if constexpr (!Backend::kSyncVerdict)
+      return Backend::zero(reinterpret_cast<float*>(lay->header + kDeviceStatus), 1, s);
+    return Status::kSuccess;
+  }
+  if constexpr (Backend::kSyncVerdict) {
+    std::vector<float> w(W * (1 + std::size_t(comm.size())), 0.f);  // host memory: no workspace needed
+    return schedule::agree<Backend>(comm, local, w.data(), w.data() + W, nullptr, s);
+  } else {
+    if (!lay) return local;
+    return schedule::agree<Backend>(comm, local, lay->words, lay->words + W, lay->header + kDeviceStatus, s);
+  }
+}
+
+/// What the ranks must share to exchange the same messages: from the plan, else the arguments.
+template <class Backend, class Regions>
+schedule::StateDims group_dims(const Shape& s, bool single_hop, bool local_hop, const Layout<Regions>& lay) {
+  schedule::StateDims d{s.B * s.H, s.D * s.E, single_hop, local_hop, nullptr};
+  if constexpr (!Backend::kSyncVerdict) d.skip = lay.header + kDeviceStatus;
+  return d;
+}
+
+inline bool shape_positive(const Shape& s) { return s.B >= 1 && s.N >= 1 && s.H >= 1 && s.D >= 1 && s.E >= 1; }
+
+/// Byte ranges of every user buffer of a call (for the workspace of a refusing rank).
+template <class T, class D>
+std::vector<Extent> user_extents(const ForwardArgs<T, D>& a, const Shape& s) {
+  return {extent(a.q, s, s.D), extent(a.k, s, s.D), extent(a.v, s, s.E), extent(a.o, s, s.E),
+          state_extent(a.initial_state, s), state_extent(a.final_state, s), gate_extent(D::input_gates(a.decay), s)};
+}
+template <class T, class D>
+std::vector<Extent> user_extents(const BackwardArgs<T, D>& a, const Shape& s) {
+  return {extent(a.q, s, s.D),     extent(a.k, s, s.D),      extent(a.v, s, s.E),
+          extent(a.dout, s, s.E),  extent(a.dq, s, s.D),     extent(a.dk, s, s.D),
+          extent(a.dv, s, s.E),    gate_extent(a.dg, s),     gate_extent(D::input_gates(a.decay), s),
+          state_extent(a.d_final_state, s), state_extent(a.d_initial_state, s)};
+}
+
+/// A rank that refused the call (`local`) takes part in what its peers do, touching no user
+/// buffer (see the file comment), and returns `local`, or the agreed status where the backend
+/// reads it at once. `a` only locates the user buffers its workspace must not overlap.
+template <bool Forward, class Policy, class Backend, class T, class Comm, class Args>
+Status refuse(PlanPtr<Policy, T> plan, const Args& a, Comm& comm, const Workspace& ws,
+              typename Comm::stream_type stream, Status local) {
+  using U = std::remove_const_t<T>;
   using Schedule = typename Policy::Schedule;
-  Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, T>(a.shape, ws), stream};
-  const schedule::StateDims d{c.lay.bh, c.lay.de, Policy::Decay::single_hop(a.decay, a.shape)};
-  const bool last = comm.rank() == comm.size() - 1;
-  // The reserve is about to be overwritten: a forward that fails midway must not leave the
+  using Lay = Layout<typename Backend::Regions>;
+  if (comm.size() < 2) return local;
+  if constexpr (Backend::kSyncVerdict) {
+    return agree_call<Backend>(comm, local, static_cast<Lay*>(nullptr), stream);
+  } else {
+    // The messages are sized by B, H, D, E of the group (the plan's, else this rank's
+    // arguments') and by the communicator's R; the driver's regions, which are all this rank
+    // touches, do not depend on N (they come first in the layout).
+    Shape s = plan && plan->valid() ? plan->shape() : a.shape;
+    s.R = comm.size();
+    if (s.N < 1) s.N = 1;
+    bool usable = shape_positive(s) && ws.ptr && aligned16(ws.ptr) && aligned16(ws.scratch) &&
+                  check_workspace<Policy, Backend, U>(s, ws) == Status::kSuccess;
+    if (usable) {
+      const Shape& xs = shape_positive(a.shape) ? a.shape : s;
+      const WorkspaceSizes z = sizes<Policy, Backend, U>(s);
+      const Extent mine[] = {ws.scratch ? byte_extent(ws.ptr, z.reserve) : byte_extent(ws.ptr, z.single()),
+                             byte_extent(ws.scratch, z.scratch)};
+      for (const Extent& u : user_extents(a, xs))
+        for (const Extent& m : mine) usable = usable && !overlaps(u, m);
+    }
+    if (!usable) return local;  // cannot take part: its peers will wait (README "Limits")
+    Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(s, ws), stream};
+    if constexpr (Forward) LASP_RETURN_IF_ERROR(Backend::unmark_forwarded(c));
+    const Status agreed = agree_call<Backend>(comm, local, &c.lay, stream);
+    if (agreed == Status::kCommError || agreed == Status::kCudaError) return agreed;
+    const schedule::StateDims d = group_dims<Backend>(s, plan && plan->single_hop(), false, c.lay);
+    if constexpr (Forward) {
+      LASP_RETURN_IF_ERROR((Schedule::template forward<Backend>(comm, d, c.lay.AL, c.lay.P, nullptr, nullptr, c.lay.tmp,
+                                                                c.lay.gathered, stream)));
+    } else {
+      LASP_RETURN_IF_ERROR((Schedule::template backward<Backend>(comm, d, c.lay.M, c.lay.G, nullptr, nullptr,
+                                                                 c.lay.tmp, c.lay.gathered, stream)));
+      if constexpr (Policy::Decay::kHasGradient)
+        LASP_RETURN_IF_ERROR((Schedule::template suffix_sum<Backend>(comm, d.bh, c.lay.dc, c.lay.dc + d.bh, c.lay.tmp,
+                                                                     c.lay.dc_gathered, stream)));
+    }
+    return local;
+  }
+}
+
+// ---- forward and backward ---------------------------------------------------------------------
+
+template <class Policy, class Backend, class T, class Comm>
+Status forward(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename Policy::Decay>& a, Comm& comm, Workspace ws,
+               typename Comm::stream_type stream) {
+  using U = std::remove_const_t<T>;
+  using Schedule = typename Policy::Schedule;
+  const Status local = check_forward_call<Policy, Backend>(plan, a, comm, ws);
+  if (local != Status::kSuccess) return refuse<true, Policy, Backend, T>(plan, a, comm, ws, stream, local);
+  Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(a.shape, ws), stream};
+  // The reserve is about to be overwritten: a forward that does not complete must not leave the
   // previous forward's mark on it.
   LASP_RETURN_IF_ERROR(Backend::unmark_forwarded(c));
+  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream));
+  const schedule::StateDims d = group_dims<Backend>(a.shape, plan && plan->single_hop(),
+                                                    Policy::Decay::single_hop(a.decay, a.shape), c.lay);
+  const bool last = comm.rank() == comm.size() - 1;
   LASP_RETURN_IF_ERROR(Backend::template rank_summary<Policy>(a, c.lay.AL, c));
   LASP_RETURN_IF_ERROR((Schedule::template forward<Backend>(
       comm, d, c.lay.AL, c.lay.P, comm.rank() == 0 ? a.initial_state : nullptr, last ? a.final_state : nullptr,
@@ -82,13 +231,16 @@ Status forward(const ForwardArgs<T, typename Policy::Decay>& a, Comm& comm, Work
 }
 
 template <class Policy, class Backend, class T, class Comm>
-Status backward(const BackwardArgs<T, typename Policy::Decay>& a, Comm& comm, Workspace ws,
+Status backward(PlanPtr<Policy, T> plan, const BackwardArgs<T, typename Policy::Decay>& a, Comm& comm, Workspace ws,
                 typename Comm::stream_type stream) {
-  LASP_RETURN_IF_ERROR((can_implement_backward<Policy, Backend>(a, comm, ws)));
+  using U = std::remove_const_t<T>;
   using Schedule = typename Policy::Schedule;
-  Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, T>(a.shape, ws), stream};
-  LASP_RETURN_IF_ERROR(Backend::check_forwarded(a.shape, c));
-  const schedule::StateDims d{c.lay.bh, c.lay.de, Policy::Decay::single_hop(a.decay, a.shape)};
+  const Status local = check_backward_call<Policy, Backend>(plan, a, comm, ws);
+  if (local != Status::kSuccess) return refuse<false, Policy, Backend, T>(plan, a, comm, ws, stream, local);
+  Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(a.shape, ws), stream};
+  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream));
+  const schedule::StateDims d = group_dims<Backend>(a.shape, plan && plan->single_hop(),
+                                                    Policy::Decay::single_hop(a.decay, a.shape), c.lay);
   const int r = comm.rank(), R = comm.size();
   const bool last = r == R - 1;
   // 1. M_r from the forward's incoming state P_r (kept in the reserve) and this rank's q, do.

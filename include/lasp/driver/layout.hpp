@@ -5,11 +5,14 @@
 //   reserve: header (named 32-bit slots) | P (state entering this rank) | [A | L] (this rank's
 //            summary) | backend reserve (e.g. per-segment states under caching::Cache)
 //   scratch: tmp | gathered (R summaries, gathering schedules) | [A | M] | G | dc (2 B*H) |
-//            dc_gathered (R B*H) | backend scratch
+//            dc_gathered (R B*H) | words ((1 + R) status words: the agreement of every call on
+//            backends whose verdict lives in device memory) | backend scratch
 // All regions are 256-byte aligned (workspace.hpp's Carver).
 #include <cstddef>
 #include <cstdint>
 #include "../args.hpp"
+#include "../schedule/common.hpp"
+#include "../status.hpp"
 #include "../workspace.hpp"
 #include "validate.hpp"
 
@@ -20,10 +23,23 @@ namespace driver {
 enum HeaderSlot : int {
   kForwardTag = 0,    // host backend: forward completed on this reserve
   kShapeTag = 1,      // host backend: hash of that forward's shape
-  kDeviceStatus = 2,  // CUDA backend: deferred device-side verdict (bit 0: invalid gate value,
-                      // bit 1: backward on a reserve that holds no forward of these tensors)
+  kDeviceStatus = 2,  // deferred verdict (backends whose verdict lives in device memory, see
+                      // cuda::deferred_status): bits 0-7 this rank's device-side checks (bit 0:
+                      // invalid gate value, bit 1: backward on a reserve that holds no forward of
+                      // these tensors), bits 8-15 the Status code a rank of the group refused the
+                      // call with (the agreement, driver.hpp). Kernels that write outputs skip
+                      // their work while it is non-zero.
   kDeviceTag = 3,     // CUDA backend: fingerprint of the forward that filled the reserve
 };
+/// Encoding of the kDeviceStatus slot.
+inline constexpr unsigned kVerdictShift = 8;
+inline constexpr unsigned kDeviceCheckMask = 0xffu;
+inline Status decode_verdict(std::uint32_t v) {
+  const std::uint32_t code = (v >> kVerdictShift) & 0xffu;
+  if (code) return Status(int(code));
+  if (v & 1u) return Status::kInvalidDecay;  // the root cause when both are set (no forward completed)
+  return (v & kDeviceCheckMask) ? Status::kNotForwarded : Status::kSuccess;
+}
 inline constexpr std::size_t kHeaderSlots = kRegionAlign / sizeof(std::uint32_t);
 
 template <class Regions>
@@ -39,6 +55,7 @@ struct Layout {
   float* G = nullptr;            // (B,H,D,E) gradient of the state leaving this rank
   float* dc = nullptr;           // (B*H) gates: this rank's dLoss/dc total; then (B*H) later ranks' suffix
   float* dc_gathered = nullptr;  // R x (B*H) gates' totals of every rank
+  float* words = nullptr;        // (1 + R) x kStatusFloats: this rank's status word, then every rank's
   Regions backend{};
   WorkspaceSizes sizes{};
   index_t bh = 0, de = 0;
@@ -64,6 +81,7 @@ Layout<typename Backend::Regions> carve(const Shape& s, void* reserve, void* scr
   l.G = sc.take<float>(state);
   l.dc = sc.take<float>(2 * std::size_t(l.bh));
   l.dc_gathered = sc.take<float>(std::size_t(l.bh) * R);
+  l.words = sc.take<float>(schedule::kStatusFloats * (1 + R));
   l.backend = Backend::template carve<Policy, T>(s, rc, sc);
   l.sizes = {rc.bytes(), sc.bytes()};
   return l;

@@ -47,27 +47,53 @@ inline Extent byte_extent(const void* p, std::size_t bytes) {
 inline Extent workspace_extent(const Workspace& w) { return byte_extent(w.ptr, w.bytes); }
 inline Extent scratch_extent(const Workspace& w) { return byte_extent(w.scratch, w.scratch_bytes); }
 
-/// Two views with the same strides whose rows interleave without sharing an element, like dq, dk
-/// and dv written into one fused [B,N,H,3,D] buffer. With s = the smallest stride of a dimension
-/// of size > 1 (all others its multiples) every row starts at a multiple of s, so the rows of a
-/// and b meet only if some x in [0, Xa), y in [0, Xb) have x - y = delta (mod s), delta = b - a.
+namespace detail {
+/// Is there a value sum_i d_i s_i with |d_i| < n_i in [lo, hi]? `dims` (n_i, s_i), sorted by
+/// increasing stride s_i > 0, count k. A depth-first search from the largest stride: with
+/// nested strides (each one at least the span of the smaller ones, which rows_disjoint
+/// guarantees for outputs) only a few d_i are candidates at each level. `budget` bounds the
+/// work for other layouts; running out of it answers "maybe" (true).
+inline bool lattice_hits(const std::pair<index_t, index_t>* dims, int k, index_t lo, index_t hi, int& budget) {
+  if (k == 0) return lo <= 0 && 0 <= hi;
+  index_t below = 0;  // the largest |sum| the smaller strides reach
+  for (int i = 0; i < k - 1; ++i) below += (dims[i].first - 1) * dims[i].second;
+  const index_t n = dims[k - 1].first, s = dims[k - 1].second;
+  // d s + [-below, below] meets [lo, hi]  <=>  d in [ceil((lo - below) / s), floor((hi + below) / s)].
+  auto floor_div = [](index_t x, index_t y) { return x >= 0 ? x / y : -((-x + y - 1) / y); };
+  const index_t d0 = std::max<index_t>(-(n - 1), -floor_div(-(lo - below), s));
+  const index_t d1 = std::min<index_t>(n - 1, floor_div(hi + below, s));
+  for (index_t d = d0; d <= d1; ++d) {
+    if (--budget < 0) return true;
+    if (lattice_hits(dims, k - 1, lo - d * s, hi - d * s, budget)) return true;
+  }
+  return false;
+}
+}  // namespace detail
+
+/// Two views with the same strides (in bytes) whose rows interleave without sharing a byte, like
+/// dq, dk and dv written into one fused [B,N,H,3,D] buffer, with any padding of the batch or
+/// token stride. Row (b,n,h) of a covers [pa + o, pa + o + Xa*sizeof(A)) with o = b sb + n sn +
+/// h sh (bytes), and likewise for b at pb: two rows meet iff the difference o - o' of two row
+/// offsets lies in (delta - Xa*sizeof(A), delta + Xb*sizeof(B)), delta = pb - pa. The
+/// differences are sum_i d_i s_i with |d_i| < n_i over the dimensions of size n_i > 1, searched
+/// exactly by detail::lattice_hits. False (may overlap) for strides that are not positive.
 template <class A, class B>
 bool interleaved_disjoint(const Tensor<A>& a, index_t Xa, const Tensor<B>& b, index_t Xb, const Shape& s) {
-  if (sizeof(A) != sizeof(B) || a.stride_b != b.stride_b || a.stride_n != b.stride_n || a.stride_h != b.stride_h)
+  const index_t ea = index_t(sizeof(A)), eb = index_t(sizeof(B));
+  if (a.stride_b * ea != b.stride_b * eb || a.stride_n * ea != b.stride_n * eb || a.stride_h * ea != b.stride_h * eb)
     return false;
-  index_t step = 0;
-  const std::pair<index_t, index_t> dims[3] = {{s.B, a.stride_b}, {s.N, a.stride_n}, {s.H, a.stride_h}};
-  for (auto d : dims)
-    if (d.first > 1 && d.second > 0 && (step == 0 || d.second < step)) step = d.second;
-  if (step == 0) return false;  // single rows: the byte ranges decide
-  for (auto d : dims)
-    if (d.first > 1 && d.second % step != 0) return false;
-  const auto pa = reinterpret_cast<std::intptr_t>(a.ptr), pb = reinterpret_cast<std::intptr_t>(b.ptr);
-  if ((pb - pa) % std::intptr_t(sizeof(A)) != 0) return false;
-  index_t delta = index_t((pb - pa) / std::intptr_t(sizeof(A)));
-  index_t r = delta % step;
-  if (r < 0) r += step;
-  return Xa <= r && r <= step - Xb;
+  std::pair<index_t, index_t> dims[3];
+  int k = 0;
+  for (auto d : {std::pair<index_t, index_t>{s.B, a.stride_b * ea}, {s.N, a.stride_n * ea}, {s.H, a.stride_h * ea}}) {
+    if (d.first <= 1) continue;
+    if (d.second <= 0) return false;
+    dims[k++] = d;
+  }
+  for (int i = 1; i < k; ++i)  // insertion sort by stride
+    for (int j = i; j > 0 && dims[j].second < dims[j - 1].second; --j) std::swap(dims[j], dims[j - 1]);
+  const auto delta = index_t(reinterpret_cast<std::intptr_t>(b.ptr) - reinterpret_cast<std::intptr_t>(a.ptr));
+  int budget = 4096;
+  return !detail::lattice_hits(dims, k, delta - Xa * ea + 1, delta + Xb * eb - 1, budget);
 }
 
 template <class A, class B>

@@ -11,11 +11,13 @@ LASP_NAMESPACE_BEGIN
 namespace kernel {
 
 /// out[i,:] = A[i] * P[i,:] + L[i,:]; A null = 1, P null = 0; out may alias P or L.
+/// `skip` non-null and non-zero: nothing is written (a user's buffer and a failed verdict).
 struct Combine {
   struct Params {
     float* out;
     const float *A, *P, *L;
     index_t bh, de;
+    const unsigned* skip;
   };
   using SharedStorage = NoSharedStorage;
   static constexpr int kThreads = 256;
@@ -24,12 +26,37 @@ struct Combine {
     return dim3(unsigned(std::min<index_t>((n + 255) / 256, 1024)));
   }
   LASP_DEVICE static void run(const Params& p, unsigned char*) {
+    if (p.skip && *p.skip) return;
     const index_t n = p.bh * p.de;
     for (index_t x = blockIdx.x * index_t(blockDim.x) + threadIdx.x; x < n; x += index_t(gridDim.x) * blockDim.x) {
       const index_t i = x / p.de;
       const float a = p.A ? p.A[i] : 1.f;
       p.out[x] = (p.P ? a * p.P[x] : 0.f) + p.L[x];
     }
+  }
+};
+
+/// The agreement of a call (driver.hpp): `words` holds R status words of `stride` 32-bit words
+/// each, every byte of a word the Status code its rank refused the call with (0: accepted).
+/// *slot = (code of the lowest refusing rank) << shift, or 0: the call's verdict, which the
+/// kernels that write outputs check. One thread; it also resets the slot for this call's
+/// device-side checks (they OR their bits in afterwards).
+struct Verdict {
+  struct Params {
+    const unsigned* words;
+    int R;
+    unsigned stride;
+    unsigned* slot;
+    unsigned shift;
+  };
+  using SharedStorage = NoSharedStorage;
+  static constexpr int kThreads = 32;
+  static dim3 grid(const Params&) { return dim3(1); }
+  LASP_DEVICE static void run(const Params& p, unsigned char*) {
+    if (threadIdx.x != 0) return;
+    unsigned code = 0;
+    for (int j = 0; j < p.R && !code; ++j) code = p.words[unsigned(j) * p.stride] & 0xffu;
+    *p.slot = code << p.shift;
   }
 };
 

@@ -11,6 +11,7 @@ struct AllGather {
   static constexpr const char* kName = "all-gather";
   static constexpr bool kOverlapBackward = false;
   static constexpr bool kGathers = true;
+  static constexpr bool kNeighbourChain = false;
 
   template <class Backend, class Comm, class Stream>
   static Status forward(Comm& comm, StateDims d, const float* AL, float* P, const float* init, float* final_state,
@@ -32,7 +33,7 @@ struct AllGather {
       }
     }
     if (r == R - 1 && final_state)
-      LASP_RETURN_IF_ERROR(Backend::combine(final_state, AL, P, AL + d.bh, d.bh, d.de, s));
+      LASP_RETURN_IF_ERROR(Backend::combine(final_state, AL, P, AL + d.bh, d.bh, d.de, s, d.skip));
     return Status::kSuccess;
   }
 
@@ -55,7 +56,7 @@ struct AllGather {
         LASP_RETURN_IF_ERROR(Backend::combine(G, Aj, j == R - 1 ? nullptr : G, Aj + d.bh, d.bh, d.de, s));
       }
     }
-    if (r == 0 && d_init) LASP_RETURN_IF_ERROR(Backend::combine(d_init, AM, G, AM + d.bh, d.bh, d.de, s));
+    if (r == 0 && d_init) LASP_RETURN_IF_ERROR(Backend::combine(d_init, AM, G, AM + d.bh, d.bh, d.de, s, d.skip));
     return Status::kSuccess;
   }
 

@@ -11,6 +11,7 @@ struct Chain {
   static constexpr const char* kName = "chain";
   static constexpr bool kOverlapBackward = false;
   static constexpr bool kGathers = false;  // true: needs R summaries of scratch
+  static constexpr bool kNeighbourChain = true;
 
   /// Forward: P = state entering this rank; final_state (last rank) = state leaving the group.
   template <class Backend, class Comm, class Stream>
@@ -28,7 +29,7 @@ struct Chain {
       LASP_RETURN_IF_ERROR(Backend::combine(tmp, A, P, L, d.bh, d.de, s));
       LASP_RETURN_IF_ERROR(comm.send(tmp, d.state(), r + 1, s));
     } else if (final_state) {
-      LASP_RETURN_IF_ERROR(Backend::combine(final_state, A, P, L, d.bh, d.de, s));
+      LASP_RETURN_IF_ERROR(Backend::combine(final_state, A, P, L, d.bh, d.de, s, d.skip));
     }
     return Status::kSuccess;
   }
@@ -50,7 +51,7 @@ struct Chain {
       LASP_RETURN_IF_ERROR(Backend::combine(tmp, A, G, M, d.bh, d.de, s));
       LASP_RETURN_IF_ERROR(comm.send(tmp, d.state(), r - 1, s));
     } else if (d_init) {
-      LASP_RETURN_IF_ERROR(Backend::combine(d_init, A, G, M, d.bh, d.de, s));
+      LASP_RETURN_IF_ERROR(Backend::combine(d_init, A, G, M, d.bh, d.de, s, d.skip));
     }
     return Status::kSuccess;
   }

@@ -7,29 +7,68 @@
 // A schedule S provides
 //   kName, kOverlapBackward (backward's scan may run on the communicator's side stream),
 //   kGathers (its scratch needs R summaries: `gathered`),
+//   kNeighbourChain (its only messages are one state from each rank to one neighbour, in the
+//     direction of the scan: a rank may then send before it receives without changing what
+//     its peers see, so schedule::Truncated can cut such a chain rank by rank),
 //   forward(comm, d, AL, P, init, final, tmp, gathered, stream)   P = state entering this rank,
 //   backward(comm, d, AM, G, d_final, d_init, tmp, gathered, stream)   G = gradient of the state
 //                                                                        leaving this rank,
 //   suffix_sum(comm, bh, total, suffix, tmp, gathered, stream)    gates: later ranks' dc totals.
 // Backend state ops used: zero(p, n, stream), copy(dst, src, n, stream),
-//   combine(out, A, P, L, bh, de, stream): out[i,:] = A[i] * P[i,:] + L[i,:] (A null = 1,
-//   P null = 0; out may alias P or L).
+//   combine(out, A, P, L, bh, de, stream, skip = nullptr): out[i,:] = A[i] * P[i,:] + L[i,:]
+//   (A null = 1, P null = 0; out may alias P or L; nothing is written while *skip != 0: the
+//   schedules pass StateDims::skip when `out` is a user's buffer, final_state or d_initial_state);
+//   put_status / verdict: the agreement (agree() below).
+// A schedule's messages (which ranks send what, in which order) must depend only on what every
+// rank of the group shares: R, the rank, StateDims::bh/de/single_hop, the decay's kind. Never on
+// a rank's own data (StateDims::local_hop only by kNeighbourChain schedules, where it changes the
+// order of one rank's own send and receive, not the messages): a rank that refused the call
+// still runs the scan of the group with its own workspace (driver.hpp).
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 #include "../comm/concept.hpp"
 #include "../config.hpp"
+#include "../status.hpp"
 
 LASP_NAMESPACE_BEGIN
 namespace schedule {
 
-/// Sizes of one rank summary: bh (B*H) scalars A followed by bh states of de (D*E) floats.
+/// Floats of one rank's status word in the agreement of every call (16 bytes).
+inline constexpr std::size_t kStatusFloats = 4;
+
+/// Sizes of one rank summary: bh (B*H) scalars A followed by bh states of de (D*E) floats, and
+/// what the scan needs besides.
 struct StateDims {
   index_t bh, de;
-  bool single_hop = false;  // schedule::Truncated: every head's decay over a rank is below fp32 resolution
+  /// schedule::Truncated, agreed by the group (a Plan): on EVERY rank every head's decay over
+  /// that rank's tokens is below fp32 resolution. False without a plan.
+  bool single_hop = false;
+  /// This rank's own decay over its own tokens is below fp32 resolution on every head (its
+  /// message may drop the incoming state): used by kNeighbourChain schedules only.
+  bool local_hop = false;
+  /// Device verdict of the call (driver/layout.hpp kDeviceStatus), or null: writes of user
+  /// buffers (final_state, d_initial_state) are skipped while it is non-zero.
+  const std::uint32_t* skip = nullptr;
   std::size_t state() const { return std::size_t(bh * de); }
   std::size_t summary() const { return std::size_t(bh * (1 + de)); }
 };
+
+/// The agreement step of every call with R > 1, before anything is written (driver.hpp): each
+/// rank puts its local status in `word` (kStatusFloats floats, Backend memory), then every
+/// rank's word is all-gathered into `all` (R words). Backends whose memory the host reads
+/// (Backend::kSyncVerdict) return the agreed verdict: the status of the lowest rank that
+/// refused, else kSuccess. The others record it on the device in *slot (kernels then skip their
+/// output writes; cuda::deferred_status reads it) and return kSuccess. A rank that refused
+/// itself gets its own status back either way. kCommError if the all-gather fails.
+template <class Backend, class Comm, class Stream>
+Status agree(Comm& comm, Status local, float* word, float* all, std::uint32_t* slot, Stream s) {
+  LASP_RETURN_IF_ERROR(Backend::put_status(word, local, s));
+  LASP_RETURN_IF_ERROR(comm.all_gather(word, all, kStatusFloats, s));
+  const Status v = Backend::verdict(all, comm.size(), slot, s);
+  return v != Status::kSuccess ? v : local;
+}
 
 template <class C, class = void>
 struct has_sendrecv : std::false_type {};

@@ -49,6 +49,7 @@ struct LogScan {
   static constexpr const char* kName = "log-scan";
   static constexpr bool kOverlapBackward = false;
   static constexpr bool kGathers = true;  // scratch: 2 summaries of `gathered` (R >= 2)
+  static constexpr bool kNeighbourChain = false;  // rounds at distances 1, 2, 4, ...
 
   /// Exclusive scan over virtual ranks v (v = r forward, v = R-1-r when `reverse`) of X = [A | L]:
   /// out = state entering v (`init` on v = 0), fin (v = R-1, if non-null) = A_v out + L_v.
@@ -100,7 +101,7 @@ struct LogScan {
       }
     }
     if (v == 0) LASP_RETURN_IF_ERROR(init ? Backend::copy(out, init, d.state(), s) : Backend::zero(out, d.state(), s));
-    if (v == R - 1 && fin) LASP_RETURN_IF_ERROR(Backend::combine(fin, XA, out, XL, bh, de, s));
+    if (v == R - 1 && fin) LASP_RETURN_IF_ERROR(Backend::combine(fin, XA, out, XL, bh, de, s, d.skip));  // a user buffer
     return Status::kSuccess;
   }
 

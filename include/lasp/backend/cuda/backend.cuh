@@ -42,6 +42,9 @@ struct Backend {
   using stream_type = cudaStream_t;
   using Regions = cuda::Regions;
   using Ctx = driver::Ctx<cudaStream_t, Regions>;
+  /// The agreement's verdict stays on the device (reading it would synchronise): it lands in the
+  /// reserve header's kDeviceStatus slot, which the kernels check (driver.hpp, deferred.cuh).
+  static constexpr bool kSyncVerdict = false;
 
   // ---- state ops (schedule/common.hpp) ----
   static Status zero(float* p, std::size_t n, cudaStream_t s) {
@@ -52,9 +55,25 @@ struct Backend {
     if (d != src) LASP_CUDA_TRY(cudaMemcpyAsync(d, src, n * sizeof(float), cudaMemcpyDeviceToDevice, s));
     return Status::kSuccess;
   }
+  /// `skip`: device word; the kernel writes nothing while it is non-zero (user outputs).
   static Status combine(float* out, const float* A, const float* P, const float* L, index_t bh, index_t de,
-                        cudaStream_t s) {
-    return launch<kernel::Combine>({out, A, P, L, bh, de}, s);
+                        cudaStream_t s, const std::uint32_t* skip = nullptr) {
+    return launch<kernel::Combine>({out, A, P, L, bh, de, skip}, s);
+  }
+
+  // ---- the agreement (schedule::agree) ----
+  /// A rank's status word: every byte = its Status code (one memset, no kernel, capturable).
+  static Status put_status(float* word, Status st, cudaStream_t s) {
+    LASP_CUDA_TRY(cudaMemsetAsync(word, int(st) & 0xff, schedule::kStatusFloats * sizeof(float), s));
+    return Status::kSuccess;
+  }
+  /// *slot = (first non-zero code of the R words) << 8 on the device: the kernels skip their
+  /// output writes while it is non-zero, cuda::deferred_status decodes it. Replaces the reset
+  /// of the slot at the start of every call.
+  static Status verdict(const float* all, int R, std::uint32_t* slot, cudaStream_t s) {
+    return launch<kernel::Verdict>({reinterpret_cast<const std::uint32_t*>(all), R,
+                                    unsigned(schedule::kStatusFloats), slot, driver::kVerdictShift},
+                                   s);
   }
 
   // ---- workspace and checks ----
@@ -209,11 +228,11 @@ struct Backend {
   }
 
   // ---- forward ----
+  /// The verdict slot was set by the driver's agreement (driver::agree_call) before this runs.
   template <class Policy, class T>
   static Status rank_summary(const ForwardArgs<T, typename Policy::Decay>& a, float* AL, Ctx& c) {
-    // Clears the verdict and the previous forward's fingerprint (adjacent slots) in one go.
-    static_assert(driver::kDeviceTag == driver::kDeviceStatus + 1, "status and tag slots are adjacent");
-    LASP_CUDA_TRY(cudaMemsetAsync(c.lay.header + driver::kDeviceStatus, 0, 2 * sizeof(std::uint32_t), c.stream));
+    // Clears the previous forward's fingerprint (the verdict slot belongs to the agreement).
+    LASP_CUDA_TRY(cudaMemsetAsync(c.lay.header + driver::kDeviceTag, 0, sizeof(std::uint32_t), c.stream));
     const auto p = params<Policy, T>(a, c);
     const index_t bh = a.shape.B * a.shape.H, de = a.shape.D * a.shape.E;
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
@@ -239,7 +258,6 @@ struct Backend {
   /// M_r (into M); also (re)builds the forward segment states the dq kernel needs.
   template <class Policy, class T>
   static Status backward_summary(const BackwardArgs<T, typename Policy::Decay>& a, const float*, float* M, Ctx& c) {
-    LASP_CUDA_TRY(cudaMemsetAsync(c.lay.header + driver::kDeviceStatus, 0, sizeof(std::uint32_t), c.stream));
     auto p = bwd_params<Policy>(a, c);
     p.tag = c.lay.header + driver::kDeviceTag;  // BwdSummary checks the forward's fingerprint
     p.tag_value = forward_tag<Policy, T>(a);

@@ -1,7 +1,8 @@
 #pragma once
-// Device-side checks (gate values) cannot return a status without synchronising; they record a
-// verdict in the reserve's header (driver/layout.hpp, slot kDeviceStatus) and the kernels that
-// write outputs skip their work. deferred_status reads it back.
+// Device-side verdicts cannot return a status without synchronising: the checks of gate values
+// on this rank, and the agreement of a call that another rank of the SP group refused
+// (driver.hpp). They are recorded in the reserve's header (driver/layout.hpp, slot
+// kDeviceStatus) and the kernels that write outputs skip their work. deferred_status reads it.
 #include <cuda_runtime.h>
 #include <cstdint>
 #include "../../driver/layout.hpp"
@@ -10,17 +11,17 @@
 LASP_NAMESPACE_BEGIN
 namespace backend::cuda {
 
-/// The verdict of the device-side checks of the last forward or backward on `ws` (synchronises
-/// `stream`): kSuccess, kNotForwarded (backward got a reserve that no forward of the same
-/// tensors filled: nothing was written) or kInvalidDecay (a gate value > 0 or not finite).
+/// The device-side verdict of the last forward or backward on `ws` (synchronises `stream`):
+/// kSuccess; the status a rank of the SP group refused that call with (the same on every rank
+/// that took part); else kInvalidDecay for a bad gate value on this rank, or kNotForwarded for a
+/// backward whose reserve no forward of the same tensors filled (nothing was written).
 [[nodiscard]] inline Status deferred_status(const Workspace& ws, cudaStream_t stream) {
   if (!ws.ptr || ws.bytes < kRegionAlign) return Status::kWorkspaceTooSmall;
   std::uint32_t v = 0;
   LASP_CUDA_TRY(cudaMemcpyAsync(&v, static_cast<const std::uint32_t*>(ws.ptr) + driver::kDeviceStatus, sizeof v,
                                 cudaMemcpyDeviceToHost, stream));
   LASP_CUDA_TRY(cudaStreamSynchronize(stream));
-  if (v & 1u) return Status::kInvalidDecay;  // the root cause when both are set (no forward completed)
-  return v & 2u ? Status::kNotForwarded : Status::kSuccess;
+  return driver::decode_verdict(v);
 }
 
 }  // namespace backend::cuda

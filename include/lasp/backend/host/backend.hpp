@@ -53,8 +53,10 @@ inline std::uint32_t shape_tag(const Shape& s) {
 struct Backend {
   using stream_type = host_stream;
   static constexpr index_t kMaxHeadDim = 1024;
+  /// Host memory: the agreement's verdict is read at once (driver.hpp).
+  static constexpr bool kSyncVerdict = true;
 
-  // ---- state ops (schedule/scan.hpp) ----
+  // ---- state ops (schedule/common.hpp) ----
   static Status zero(float* p, std::size_t n, host_stream) {
     std::memset(p, 0, n * sizeof(float));
     return Status::kSuccess;
@@ -64,13 +66,30 @@ struct Backend {
     return Status::kSuccess;
   }
   static Status combine(float* out, const float* A, const float* P, const float* L, index_t bh, index_t de,
-                        host_stream) {
+                        host_stream, const std::uint32_t* skip = nullptr) {
+    if (skip && *skip) return Status::kSuccess;
     for (index_t i = 0; i < bh; ++i) {
       const float a = A ? A[i] : 1.f;
       for (index_t x = 0; x < de; ++x) {
         const std::size_t j = std::size_t(i * de + x);
         out[j] = (P ? a * P[j] : 0.f) + L[j];
       }
+    }
+    return Status::kSuccess;
+  }
+
+  // ---- the agreement (schedule::agree) ----
+  /// A rank's status word: its Status code (an exact integer in fp32), then zeros.
+  static Status put_status(float* word, Status st, host_stream) {
+    word[0] = float(int(st));
+    for (std::size_t i = 1; i < schedule::kStatusFloats; ++i) word[i] = 0.f;
+    return Status::kSuccess;
+  }
+  /// The verdict of R status words: the status of the lowest rank that refused, else kSuccess.
+  static Status verdict(const float* all, int R, std::uint32_t* /*slot*/, host_stream) {
+    for (int j = 0; j < R; ++j) {
+      const float code = all[std::size_t(j) * schedule::kStatusFloats];
+      if (code != 0.f) return code > 0.f && code < 256.f ? Status(int(code)) : Status::kCommError;
     }
     return Status::kSuccess;
   }
@@ -84,18 +103,22 @@ struct Backend {
   template <class Args>
   static Status check_memory(const Args&, const Workspace&, int, int) { return Status::kSuccess; }
 
+  /// What this backend cannot run whatever the arguments (make_plan checks it too).
   template <class Policy, class T>
-  static Status check_forward(const ForwardArgs<T, typename Policy::Decay>& a) {
+  static Status check_common(const Shape& s) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, fp16>,
                   "The host backend takes float, lasp::bf16 or lasp::fp16 elements.");
-    if (a.shape.D > kMaxHeadDim || a.shape.E > kMaxHeadDim) return Status::kUnsupportedHeadDim;
+    if (s.D > kMaxHeadDim || s.E > kMaxHeadDim) return Status::kUnsupportedHeadDim;
+    return Status::kSuccess;
+  }
+  template <class Policy, class T>
+  static Status check_forward(const ForwardArgs<T, typename Policy::Decay>& a) {
+    LASP_RETURN_IF_ERROR((check_common<Policy, T>(a.shape)));
     return Policy::Decay::check_values(a.decay, a.shape);
   }
   template <class Policy, class T>
   static Status check_backward(const BackwardArgs<T, typename Policy::Decay>& a) {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, fp16>,
-                  "The host backend takes float, lasp::bf16 or lasp::fp16 elements.");
-    if (a.shape.D > kMaxHeadDim || a.shape.E > kMaxHeadDim) return Status::kUnsupportedHeadDim;
+    LASP_RETURN_IF_ERROR((check_common<Policy, T>(a.shape)));
     return Policy::Decay::check_values(a.decay, a.shape);
   }
 
