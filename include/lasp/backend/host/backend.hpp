@@ -2,6 +2,9 @@
 // The host (CPU) backend: the chunked algorithm of math.md section 2 in fp32 with fp32 states,
 // written to be read rather than to be fast. It is the oracle the CUDA kernels are checked
 // against and the path the demo takes on a machine without a GPU.
+// One file of ~420 lines on purpose: an oracle is read top to bottom beside math.md (forward,
+// backward with the cancellation-free dg of docs/dg-accuracy.md, the agreement's host verdict);
+// split into files, the sweeps and the state they share would be harder to check by eye.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
