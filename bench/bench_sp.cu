@@ -198,6 +198,7 @@ using ChainOv = lasp::Policy<lasp::decay::PerHead, lasp::schedule::ChainOverlap>
 // Decay-aware truncation: with the TNL slopes (smallest 2^-8) and N >= 8K, s N >= 32 on every
 // head, so each rank needs only its neighbour's state (one shift).
 using Trunc = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Truncated<lasp::schedule::AllGather>>;
+using LogScan = lasp::Policy<lasp::decay::PerHead, lasp::schedule::LogScan>;
 // The overlap with a grid that leaves SMs for NCCL's kernels: 15 segments x 16 heads = 240 CTAs
 // for 264 slots (the default split gives 256).
 using ChainOv15 = lasp::Policy<lasp::decay::PerHead, lasp::schedule::ChainOverlap, lasp::caching::Recompute,
@@ -213,17 +214,18 @@ void weak_scaling(int maxG, const std::vector<index_t>& Ns, std::vector<Row>& ro
         Rank rk;
         const lasp::Shape s{1, N, kH, kD, kD, G};
         rk.alloc(N, std::max({lasp::workspace_size<Chain, bf>(s, c), lasp::workspace_size<Gather, bf>(s, c),
-                              lasp::workspace_size<ChainOv15, bf>(s, c), lasp::workspace_size<Trunc, bf>(s, c)}));
+                              lasp::workspace_size<ChainOv15, bf>(s, c), lasp::workspace_size<Trunc, bf>(s, c),
+                              lasp::workspace_size<LogScan, bf>(s, c)}));
         const int iters = N >= 131072 ? 5 : 10;
         NullComm nc{r, G};
         Row chain{"chain", G, N, {}, {}}, gather{"all-gather", G, N, {}, {}}, chain_ov{"chain+ovl", G, N, {}, {}},
-            chain_ov15{"chain+ovl15", G, N, {}, {}}, trunc{"truncated", G, N, {}, {}};
+            chain_ov15{"chain+ovl15", G, N, {}, {}}, trunc{"truncated", G, N, {}, {}}, logscan{"log-scan", G, N, {}, {}};
         auto rec = [&](Times t, Times& into) {  // slowest rank
           static std::mutex mu;
           std::lock_guard<std::mutex> lk(mu);
           into.fwd = std::max(into.fwd, t.fwd); into.bwd = std::max(into.bwd, t.bwd); into.step = std::max(into.step, t.step);
         };
-        static Times shared[8];
+        static Times shared[9];
         for (auto& x : shared) x = {};
         bar.wait();
         rec(time_rank<Chain>(rk, c, G, iters, bar), shared[0]);
@@ -237,6 +239,7 @@ void weak_scaling(int maxG, const std::vector<index_t>& Ns, std::vector<Row>& ro
           const lasp::Plan<Trunc, bf> tp = rk.plan<Trunc>(c, G);  // the single hop needs the group's plan
           if (r == 0 && !tp.single_hop()) std::fprintf(stderr, "note: the truncated plan does not take the single hop\n");
           rec(time_rank<Trunc>(rk, c, G, iters, bar, &tp), shared[7]);
+          rec(time_rank<LogScan>(rk, c, G, iters, bar), shared[8]);
         }
         bar.wait();
         if (r == 0) {
@@ -253,6 +256,9 @@ void weak_scaling(int maxG, const std::vector<index_t>& Ns, std::vector<Row>& ro
             trunc.t = shared[7];
             trunc.nocomm = shared[1];
             rows.push_back(trunc);
+            logscan.t = shared[8];
+            logscan.nocomm = shared[1];
+            rows.push_back(logscan);
           }
         }
         bar.wait();

@@ -47,6 +47,17 @@ TEST_CASE("multigpu SP, R=4: every decay x {Chain, AllGather}, bf16, D=E=128, N=
   all_decays_and_schedules(4, 1100);
 }
 
+// schedule::LogScan over NCCL (ceil(log2 R) grouped sendrecv rounds): every decay, states.
+TEST_CASE("multigpu SP, R=2 and 4: schedule::LogScan, every decay") {
+  for (int R : {2, 4}) {
+    if (skip_unless_gpus(R, "SP LogScan")) return;
+    Clique cq(R);
+    run_sp_case<Policy<decay::None, schedule::LogScan>, lasp::bf16>(cq, base_spec(1400 + std::uint32_t(R)));
+    run_sp_case<Policy<decay::PerHead, schedule::LogScan>, lasp::bf16>(cq, base_spec(1410 + std::uint32_t(R)));
+    run_sp_case<Policy<decay::Gate, schedule::LogScan>, lasp::bf16>(cq, base_spec(1420 + std::uint32_t(R)));
+  }
+}
+
 // schedule::Truncated over NCCL: strong decay (s N > 24 ln 2 on every head: one grouped
 // neighbour shift, sendrecv) and one weak head (falls back to the chain / all-gather).
 TEST_CASE("multigpu SP, R=2 and 4: schedule::Truncated, single hop and fallback") {
