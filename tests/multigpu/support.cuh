@@ -153,6 +153,19 @@ struct RankOut {
     return completed && make == lasp::Status::kSuccess && fwd == lasp::Status::kSuccess &&
            bwd == lasp::Status::kSuccess && deferred == lasp::Status::kSuccess;
   }
+  /// After the stream completed: the deferred verdict of workspace `w` and whole copies of the
+  /// device outputs `dp` of problem `p`.
+  template <class DP, class P>
+  void collect(const DP& dp, const P& p, const lasp::Workspace& w, cudaStream_t st) {
+    deferred = lasp::cuda::deferred_status(w, st);
+    auto get = [](const auto& d, auto& h, std::size_t n) {
+      h.resize(n);
+      d.download(h);
+    };
+    get(dp.o, o, p.o_buf.size()), get(dp.dq, dq, p.dq_buf.size()), get(dp.dk, dk, p.dk_buf.size());
+    get(dp.dv, dv, p.dv_buf.size()), get(dp.dg, dg, p.dg_buf.size());
+    get(dp.fin, fin, p.final_buf.size()), get(dp.dinit, dinit, p.dinit_buf.size());
+  }
 };
 
 /// SP rank r of problem p: forward then backward with Policy through comm::Nccl over `nc`, on
@@ -201,16 +214,7 @@ RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic
     out.completed = wait_or_abort(st, comm, failed);
     out.aborted = !out.completed;
   }
-  if (out.completed) {
-    out.deferred = lasp::cuda::deferred_status(w, st);
-    auto get = [](const auto& d, auto& h, std::size_t n) {
-      h.resize(n);
-      d.download(h);
-    };
-    get(dp.o, out.o, p.o_buf.size()), get(dp.dq, out.dq, p.dq_buf.size()), get(dp.dk, out.dk, p.dk_buf.size());
-    get(dp.dv, out.dv, p.dv_buf.size()), get(dp.dg, out.dg, p.dg_buf.size());
-    get(dp.fin, out.fin, p.final_buf.size()), get(dp.dinit, out.dinit, p.dinit_buf.size());
-  }
+  if (out.completed) out.collect(dp, p, w, st);
   cudaStreamDestroy(st);
   return out;
 }

@@ -84,16 +84,7 @@ AgreeOut<Elem> agree_rank(GlobalProblem<Elem>& p, int r, int bad_rank, ncclComm_
   if (nx.fwd != lasp::Status::kSuccess || nx.bwd != lasp::Status::kSuccess) failed = true;
   nx.completed = wait_or_abort(st, comm, failed);
   nx.aborted = !nx.completed;
-  if (nx.completed) {
-    nx.deferred = lasp::cuda::deferred_status(w, st);
-    auto get = [](const auto& d, auto& h, std::size_t n) {
-      h.resize(n);
-      d.download(h);
-    };
-    get(dp.o, nx.o, p.o_buf.size()), get(dp.dq, nx.dq, p.dq_buf.size()), get(dp.dk, nx.dk, p.dk_buf.size());
-    get(dp.dv, nx.dv, p.dv_buf.size()), get(dp.dg, nx.dg, p.dg_buf.size());
-    get(dp.fin, nx.fin, p.final_buf.size()), get(dp.dinit, nx.dinit, p.dinit_buf.size());
-  }
+  if (nx.completed) nx.collect(dp, p, w, st);
   cudaStreamDestroy(st);
   return out;
 }
