@@ -24,6 +24,10 @@ struct RunOptions {
   /// d_final_state full of NaN (must not be read), final_state and d_initial_state full of a
   /// sentinel (must not be written). RunResult::decoys_intact says whether they were respected.
   bool decoy_states = false;
+  /// Split workspaces: each rank keeps a reserve of workspace_sizes().reserve bytes from forward
+  /// to backward, and forward and backward each get a DIFFERENT scratch region (poisoned), as
+  /// when layers share one scratch that other work reuses between the calls.
+  bool split_workspace = false;
 };
 
 struct RunResult {
@@ -82,11 +86,22 @@ RunResult run_ranks(GlobalProblem<Elem>& p, const RunOptions& opt, CommOf&& comm
   fill_bytes(decoy_out, kSentinelByte);
   auto decoy_out_of = [&](int r) { return decoy_out.data() + std::size_t(r) * nst; };
 
-  std::vector<AlignedVec<unsigned char>> ws(static_cast<std::size_t>(R));
+  std::vector<AlignedVec<unsigned char>> ws(static_cast<std::size_t>(R)), scratch_f(ws.size()), scratch_b(ws.size());
   for (int r = 0; r < R; ++r) {
-    ws[std::size_t(r)].resize(lasp::workspace_size<Policy, Elem>(p.shape_of(r), comm_of(r)));
+    const lasp::WorkspaceSizes z = lasp::workspace_sizes<Policy, Elem>(p.shape_of(r), comm_of(r));
+    ws[std::size_t(r)].resize(opt.split_workspace ? z.reserve : lasp::workspace_size<Policy, Elem>(p.shape_of(r), comm_of(r)));
     poison(ws[std::size_t(r)]);  // the library must not rely on a zeroed workspace
+    if (opt.split_workspace) {
+      scratch_f[std::size_t(r)].resize(z.scratch), scratch_b[std::size_t(r)].resize(z.scratch);
+      poison(scratch_f[std::size_t(r)]), poison(scratch_b[std::size_t(r)]);
+    }
   }
+  auto workspace_of = [&](int r, bool forward) {
+    auto& w = ws[std::size_t(r)];
+    if (!opt.split_workspace) return lasp::Workspace{w.data(), w.size()};
+    auto& sc = forward ? scratch_f[std::size_t(r)] : scratch_b[std::size_t(r)];
+    return lasp::Workspace{w.data(), w.size(), sc.data(), sc.size()};
+  };
 
   auto fwd = [&](int r) {
     const bool first = r == 0, last = r == R - 1;
@@ -101,8 +116,7 @@ RunResult run_ranks(GlobalProblem<Elem>& p, const RunOptions& opt, CommOf&& comm
                                      p.template decay_params<Decay>(r)};
     if (p.spec.initial_state) a.initial_state = first ? p.init.data() : (opt.decoy_states ? decoy_in.data() : nullptr);
     if (p.spec.final_state) a.final_state = last ? p.final_buf.data() : (opt.decoy_states ? decoy_out_of(r) : nullptr);
-    auto& w = ws[std::size_t(r)];
-    const lasp::Workspace wsp{w.data(), w.size()};
+    const lasp::Workspace wsp = workspace_of(r, true);
     res.fwd[std::size_t(r)] = opt.plan ? lasp::forward(plan, a, comm, wsp) : lasp::forward<Policy>(a, comm, wsp);
   };
   auto bwd = [&](int r) {
@@ -113,9 +127,8 @@ RunResult run_ranks(GlobalProblem<Elem>& p, const RunOptions& opt, CommOf&& comm
     if constexpr (Decay::kHasGradient) a.dg = p.view_dg(r);
     if (p.spec.final_state) a.d_final_state = last ? p.dfinal.data() : (opt.decoy_states ? decoy_in.data() : nullptr);
     if (opt.want_d_initial) a.d_initial_state = first ? p.dinit_buf.data() : (opt.decoy_states ? decoy_out_of(r) : nullptr);
-    auto& w = ws[std::size_t(r)];
     auto comm = comm_of(r);
-    const lasp::Workspace wsp{w.data(), w.size()};
+    const lasp::Workspace wsp = workspace_of(r, false);
     res.bwd[std::size_t(r)] = opt.plan ? lasp::backward(plans[std::size_t(r)], a, comm, wsp)
                                        : lasp::backward<Policy>(a, comm, wsp);
   };
