@@ -105,3 +105,38 @@ TEST_CASE("gpu: fp16 with states beyond fp16's range stays finite and accurate")
     CHECK(rel_err(hp.d_initial_state(), ref.dinit) < 2.5e-3);
   }
 }
+
+// The workspace split on the GPU: with caching::Cache the segment states live in the reserve; a
+// backward with another scratch region than its forward's gives the one-buffer results bit for bit.
+TEST_CASE("gpu: split workspace (kept reserve, a different scratch per call) equals one buffer") {
+  using P = lasp::Policy<lasp::decay::Gate, lasp::schedule::Chain, lasp::caching::Cache>;
+  ProblemSpec s;
+  s.B = 2; s.N = 700; s.H = 2; s.D = 64; s.E = 128; s.seed = 4711;
+  s.initial_state = true; s.final_state = true;
+  GlobalProblem<lasp::bf16> hp(s);
+  lasp::comm::DeviceSingle comm;
+  const lasp::WorkspaceSizes z = lasp::workspace_sizes<P, lasp::bf16>(hp.shape(), comm);
+  REQUIRE(z.single() == lasp::workspace_size<P, lasp::bf16>(hp.shape(), comm));
+  decltype(hp.o_buf) o[2], dq[2], dk[2], dv[2];
+  decltype(hp.dg_buf) dg[2];
+  for (int split = 0; split < 2; ++split) {
+    DeviceProblem<lasp::bf16> dp(hp);
+    DeviceBuf<unsigned char> one(z.single()), reserve(z.reserve), sa(z.scratch), sb(z.scratch);
+    LASP_TEST_CUDA(cudaMemset(sb.ptr, 0xff, z.scratch));  // the other scratch holds garbage
+    const lasp::Workspace wf = split ? lasp::Workspace{reserve.ptr, z.reserve, sa.ptr, z.scratch}
+                                     : lasp::Workspace{one.ptr, z.single()};
+    const lasp::Workspace wb = split ? lasp::Workspace{reserve.ptr, z.reserve, sb.ptr, z.scratch} : wf;
+    REQUIRE(lasp::forward<P>(dp.template forward_args<lasp::decay::Gate>(0), comm, wf, nullptr) == lasp::Status::kSuccess);
+    REQUIRE(lasp::backward<P>(dp.template backward_args<lasp::decay::Gate>(0), comm, wb, nullptr) == lasp::Status::kSuccess);
+    REQUIRE(lasp::cuda::deferred_status(wb, nullptr) == lasp::Status::kSuccess);
+    dp.download();
+    o[split] = hp.o_buf; dq[split] = hp.dq_buf; dk[split] = hp.dk_buf; dv[split] = hp.dv_buf; dg[split] = hp.dg_buf;
+  }
+  CHECK(same(o[0], o[1]));
+  CHECK(same(dq[0], dq[1]));
+  CHECK(same(dk[0], dk[1]));
+  CHECK(same(dv[0], dv[1]));
+  CHECK(same(dg[0], dg[1]));
+  const RefResult ref = run_reference<lasp::decay::Gate>(hp);
+  CHECK(rel_err(hp.dk(), ref.dk) < 1.6e-2);
+}
