@@ -47,6 +47,20 @@ TEST_CASE("multigpu SP, R=4: every decay x {Chain, AllGather}, bf16, D=E=128, N=
   all_decays_and_schedules(4, 1100);
 }
 
+// The overlapped schedules run backward's reverse scan on comm::Nccl's side stream, concurrently
+// with the dq kernel: the same results as the plain schedules, every decay (issue 10: untested
+// against the reference before).
+TEST_CASE("multigpu SP, R=2 and 4: ChainOverlap and AllGatherOverlap against the reference") {
+  for (int R : {2, 4}) {
+    if (skip_unless_gpus(R, "SP overlap schedules")) return;
+    Clique cq(R);
+    run_sp_case<Policy<decay::PerHead, schedule::ChainOverlap>, lasp::bf16>(cq, base_spec(1500 + std::uint32_t(R)));
+    run_sp_case<Policy<decay::Gate, schedule::ChainOverlap>, lasp::bf16>(cq, base_spec(1510 + std::uint32_t(R)));
+    run_sp_case<Policy<decay::None, schedule::AllGatherOverlap>, lasp::bf16>(cq, base_spec(1520 + std::uint32_t(R)));
+    run_sp_case<Policy<decay::Gate, schedule::AllGatherOverlap>, lasp::bf16>(cq, base_spec(1530 + std::uint32_t(R)));
+  }
+}
+
 // schedule::LogScan over NCCL (ceil(log2 R) grouped sendrecv rounds): every decay, states.
 TEST_CASE("multigpu SP, R=2 and 4: schedule::LogScan, every decay") {
   for (int R : {2, 4}) {
