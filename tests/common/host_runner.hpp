@@ -67,6 +67,27 @@ double run_threads(int R, F&& f) {
 }
 }  // namespace detail
 
+/// f(r, comm) on every rank of `group` at once (one thread each); the statuses, by rank.
+template <class F>
+std::vector<lasp::Status> on_ranks(lasp::comm::HostGroup& group, F&& f) {
+  const int R = group.size();
+  std::vector<lasp::Status> st(std::size_t(R), lasp::Status::kInternalError);
+  std::vector<std::thread> th;
+  for (int r = 0; r < R; ++r)
+    th.emplace_back([&, r] {
+      auto c = group.comm(r);
+      st[std::size_t(r)] = f(r, c);
+    });
+  for (auto& t : th) t.join();
+  return st;
+}
+/// Are all statuses `want`?
+inline bool all_are(const std::vector<lasp::Status>& v, lasp::Status want) {
+  for (lasp::Status s : v)
+    if (s != want) return false;
+  return true;
+}
+
 namespace detail {
 /// The body of run_host / run_host_single; `comm_of(r)` gives rank r's communicator.
 template <class Policy, class Elem, class CommOf>

@@ -95,15 +95,7 @@ struct Group {
   /// f(r, comm) on every rank at once (threads); the statuses.
   template <class F>
   std::vector<Status> each(F&& f) {
-    std::vector<Status> st(std::size_t(R), Status::kInternalError);
-    std::vector<std::thread> th;
-    for (int r = 0; r < R; ++r)
-      th.emplace_back([&, r] {
-        auto c = group.comm(r);
-        st[std::size_t(r)] = f(r, c);
-      });
-    for (auto& t : th) t.join();
-    return st;
+    return on_ranks(group, f);
   }
   Fwd fwd_args(int r) {
     Fwd a{p.shape_of(r), p.view_q(r), p.view_k(r), p.view_v(r), p.view_o(r), p.spec.scale,

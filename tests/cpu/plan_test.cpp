@@ -63,24 +63,11 @@ std::vector<std::string> run_recorded(GlobalProblem<float>& p, bool plan) {
   return log;
 }
 
-/// f(r, comm) on every rank of a HostGroup at once; the statuses.
+/// f(r, comm) on every rank of a fresh HostGroup (20 s timeout) at once; the statuses.
 template <class F>
 std::vector<Status> on_ranks(int R, F&& f) {
   comm::HostGroup group(R, std::chrono::seconds(20));
-  std::vector<Status> st(std::size_t(R), Status::kInternalError);
-  std::vector<std::thread> th;
-  for (int r = 0; r < R; ++r)
-    th.emplace_back([&, r] {
-      auto c = group.comm(r);
-      st[std::size_t(r)] = f(r, c);
-    });
-  for (auto& t : th) t.join();
-  return st;
-}
-bool all_are(const std::vector<Status>& v, Status want) {
-  for (Status s : v)
-    if (s != want) return false;
-  return true;
+  return lasp_test::on_ranks(group, f);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <lasp/comm/groups.hpp>
 
 using namespace lasp;
+using lasp_test::all_are;
 
 namespace {
 /// Members of every group of a split: groups[color] = world ranks ordered by their key.
@@ -145,20 +146,7 @@ namespace {
 template <class F>
 std::vector<Status> on_ranks(int R, F&& f) {
   comm::HostGroup group(R);
-  std::vector<Status> st(std::size_t(R), Status::kInternalError);
-  std::vector<std::thread> th;
-  for (int r = 0; r < R; ++r)
-    th.emplace_back([&, r] {
-      auto c = group.comm(r);
-      st[std::size_t(r)] = f(r, c);
-    });
-  for (auto& t : th) t.join();
-  return st;
-}
-bool all_equal(const std::vector<Status>& v, Status s) {
-  for (Status x : v)
-    if (x != s) return false;
-  return true;
+  return lasp_test::on_ranks(group, f);
 }
 using PH = Policy<decay::PerHead>;
 using PG = Policy<decay::Gate>;
@@ -167,10 +155,10 @@ using PG = Policy<decay::Gate>;
 TEST_CASE("check_peers (host): agreement gives kSuccess, any difference kPeerMismatch on every rank") {
   constexpr int R = 3;
   const Shape s{2, 200, 3, 64, 128, R};
-  CHECK(all_equal(on_ranks(R, [&](int, comm::HostGroup::Comm& c) { return comm::check_peers<PH, bf16>(s, c); }),
+  CHECK(all_are(on_ranks(R, [&](int, comm::HostGroup::Comm& c) { return comm::check_peers<PH, bf16>(s, c); }),
                   Status::kSuccess));
   // One rank with a different N (LASP needs equal segments).
-  CHECK(all_equal(on_ranks(R,
+  CHECK(all_are(on_ranks(R,
                            [&](int r, comm::HostGroup::Comm& c) {
                              Shape t = s;
                              if (r == 1) t.N = 199;
@@ -178,24 +166,24 @@ TEST_CASE("check_peers (host): agreement gives kSuccess, any difference kPeerMis
                            }),
                   Status::kPeerMismatch));
   // Different policy, element type, head dim, R: all mismatches.
-  CHECK(all_equal(on_ranks(R,
+  CHECK(all_are(on_ranks(R,
                            [&](int r, comm::HostGroup::Comm& c) {
                              return r == 2 ? comm::check_peers<PG, bf16>(s, c) : comm::check_peers<PH, bf16>(s, c);
                            }),
                   Status::kPeerMismatch));
-  CHECK(all_equal(on_ranks(R,
+  CHECK(all_are(on_ranks(R,
                            [&](int r, comm::HostGroup::Comm& c) {
                              return r == 0 ? comm::check_peers<PH, fp16>(s, c) : comm::check_peers<PH, bf16>(s, c);
                            }),
                   Status::kPeerMismatch));
-  CHECK(all_equal(on_ranks(R,
+  CHECK(all_are(on_ranks(R,
                            [&](int r, comm::HostGroup::Comm& c) {
                              Shape t = s;
                              if (r == 2) t.D = 128;
                              return comm::check_peers<PH, bf16>(t, c);
                            }),
                   Status::kPeerMismatch));
-  CHECK(all_equal(on_ranks(R,
+  CHECK(all_are(on_ranks(R,
                            [&](int r, comm::HostGroup::Comm& c) {
                              Shape t = s;
                              if (r == 0) t.R = 4;
@@ -203,7 +191,7 @@ TEST_CASE("check_peers (host): agreement gives kSuccess, any difference kPeerMis
                            }),
                   Status::kPeerMismatch));
   // All agree on an R that is not the group size.
-  CHECK(all_equal(on_ranks(R,
+  CHECK(all_are(on_ranks(R,
                            [&](int, comm::HostGroup::Comm& c) {
                              Shape t = s;
                              t.R = 2;
