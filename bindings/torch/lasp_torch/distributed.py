@@ -8,6 +8,7 @@ first lasp call with that group at the same point. The communicator is cached pe
 life of the process (or until `release(group)`), separate from torch's own NCCL communicator of
 the group, so lasp's SP traffic never interleaves with torch's collectives.
 """
+import os
 import threading
 
 import torch
@@ -24,8 +25,8 @@ def comm_for(group):
     if not HAVE_EXTENSION:
         raise ImportError(f"lasp_torch._C is not built: {_IMPORT_ERROR}")
     size = dist.get_world_size(group)
-    if size == 1:
-        return 0
+    if size == 1 and os.environ.get("LASP_TORCH_NCCL_SINGLE", "0") != "1":
+        return 0  # (LASP_TORCH_NCCL_SINGLE=1: a 1-rank NCCL communicator, to test that path on one GPU)
     dev = torch.cuda.current_device()
     key = (id(group), dev)
     hit = _comms.get(key)
