@@ -72,6 +72,9 @@ def _run(q, k, v, g, slopes, scale, initial_state, output_final_state, group, ch
     if not HAVE_EXTENSION:
         raise ImportError(f"lasp_torch._C is not built: {_ops._IMPORT_ERROR}")
     comm = comm_for(group)
+    if _compiling():  # traced: no try/except around the op (dynamo's fullgraph)
+        o, ht, _ = torch.ops.lasp_torch.fwd(q, k, v, g, slopes, scale, initial_state, output_final_state, comm)
+        return o, (ht if output_final_state else None)
     try:
         o, ht, reserve = torch.ops.lasp_torch.fwd(q, k, v, g, slopes, scale, initial_state, output_final_state, comm)
     except RuntimeError as ex:

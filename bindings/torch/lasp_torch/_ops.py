@@ -73,12 +73,13 @@ if HAVE_EXTENSION:
         ctx.comm = comm
         ctx.has_h0 = initial_state is not None
         ctx.output_final_state = output_final_state
-        ctx.mark_non_differentiable(reserve)
 
     def _backward(ctx, do, dht, _dreserve):
         q, k, v, g, slopes, reserve = ctx.saved_tensors
         if not ctx.output_final_state:
             dht = None
+        if do is None:
+            do = torch.zeros_like(v)
         dq, dk, dv, dg, dh0 = torch.ops.lasp_torch.bwd(q, k, v, g, slopes, ctx.scale, reserve, do, dht,
                                                         ctx.has_h0, ctx.comm)
         return (dq, dk, dv, dg if g is not None else None, None, None,
