@@ -21,9 +21,15 @@ import statistics
 import sys
 import time
 
+import os
+
 import torch
 
-import lasp_torch
+# Run as `python bindings/torch/bench.py`: its folder (the source package, without the built
+# extension) must not shadow the installed lasp_torch.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import lasp_torch  # noqa: E402
 
 
 def time_ms(fn, warmup=5, reps=20):
