@@ -16,8 +16,9 @@
 
 namespace lasp_torch {
 
-/// Writes `value` into the reserve header's fingerprint slot (see Impl::backward).
-__global__ void restamp_tag(std::uint32_t* slot, unsigned value) { *slot = value; }
+/// Writes `value` into the reserve header's fingerprint slot (see Impl::backward). Internal
+/// linkage: every kernels_*.cu TU has its own copy.
+static __global__ void restamp_tag(std::uint32_t* slot, unsigned value) { *slot = value; }
 
 /// q, k, v pointers and strides a forward ran with, per reserve address (host side).
 using Sig = std::array<std::int64_t, 12>;
