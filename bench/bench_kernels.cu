@@ -175,6 +175,10 @@ using PerHead = lasp::Policy<lasp::decay::PerHead>;
 using PerHeadCache = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain, lasp::caching::Cache>;
 using GateP = lasp::Policy<lasp::decay::Gate>;
 using NoneP = lasp::Policy<lasp::decay::None>;
+// The sm_80 family forced (tile::Tile<..., 80>): the same run compares both kernel families.
+using PerHeadSm80 = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Auto, lasp::caching::Recompute, lasp::tile::Tile<64, 4, 0, 80>>;
+using PerHeadSm90 = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Auto, lasp::caching::Recompute, lasp::tile::Tile<64, 4, 0, 90>>;
+using GateSm90 = lasp::Policy<lasp::decay::Gate, lasp::schedule::Auto, lasp::caching::Recompute, lasp::tile::Tile<64, 4, 0, 90>>;
 
 struct ShapeDef { std::string name; index_t B, N, H, D; };
 const ShapeDef kShapes[] = {
@@ -198,6 +202,9 @@ void reg(const std::string& tag, const ShapeDef& s) {
 int register_all() {
   for (const ShapeDef& s : kShapes) reg<PerHead>("perhead", s);
   reg<PerHeadCache>("perhead-cache", kShapes[0]);
+  reg<PerHeadSm80>("perhead-sm80", kShapes[0]);
+  reg<PerHeadSm90>("perhead-sm90", kShapes[0]);
+  reg<GateSm90>("gate-sm90", kShapes[0]);
   reg<GateP>("gate", kShapes[0]);
   reg<NoneP>("none", kShapes[0]);
   for (index_t n : {4096, 8192, 16384, 65536}) {

@@ -14,6 +14,11 @@ function(lasp_target_options target)
     list(APPEND _warn -Werror)
     list(APPEND _warn_cuda -Xcompiler=-Werror)
   endif()
+  # The sm_90a kernel family exists in the binary only when 90a is among the architectures; the
+  # host side of the kernel table learns it from LASP_SM90A (a header cannot see the targets).
+  if("90a" IN_LIST CMAKE_CUDA_ARCHITECTURES)
+    target_compile_definitions(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:LASP_SM90A=1>)
+  endif()
   target_compile_options(${target} PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:${_warn}>
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo ${_warn_cuda}>)

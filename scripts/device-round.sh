@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One whole GPU round on a device machine: build (all cores, sm_90 only), run the GPU suites
+# One whole GPU round on a device machine: build (all cores, sm_90a only), run the GPU suites
 # (single-GPU, multi-GPU when there are >= 2 GPUs), compute-sanitizer on small shapes, the
 # benchmarks, and print a short table. Full logs and JSON go to $OUT (or ./device-out).
 #   scripts/device-round.sh [--bench-filter REGEX] [--no-sanitizer] [--no-bench] [--prebuilt DIR]
@@ -35,7 +35,7 @@ if [ -n "$prebuilt" ]; then
 else
   bin=build-device
   t0=$(date +%s)
-  cmake -S . -B "$bin" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DLASP_CHECK_HEADERS=OFF \
+  cmake -S . -B "$bin" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DLASP_CHECK_HEADERS=OFF \
     >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
   cmake --build "$bin" -j"$(nproc)" >"$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
   echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$out/round.txt"

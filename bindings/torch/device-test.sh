@@ -31,7 +31,7 @@ done
 pip install --no-index --no-deps "${whl[@]}" > "$OUT/pip-wheels.log" 2>&1 && say "wheels installed: ${#whl[@]}" || say "wheel install FAILED (see pip-wheels.log)"
 
 # 2. build + install (all cores, no network, no isolation)
-export MAX_JOBS=${MAX_JOBS:-$(nproc)} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0a"}
 if pip install --no-index --no-build-isolation --no-deps -v ./bindings/torch > "$OUT/build.log" 2>&1; then
   say "build OK ($(grep -c '^\[' "$OUT/build.log" || true) ninja steps)"
 else

@@ -8,7 +8,8 @@ So the CUDA toolkit (nvcc) only compiles lasp code: a toolkit whose version diff
 torch was built with (nvcc 13 next to a cu12x torch) does not meet torch's CUDA headers in nvcc.
 
 Environment:
-  TORCH_CUDA_ARCH_LIST   default "8.0;9.0" (sm_80 and sm_90 only)
+  TORCH_CUDA_ARCH_LIST   default "8.0;9.0a" (sm_80, and sm_90a for the wgmma kernels; LASP_SM90A
+                         is defined when the list has 9.0a)
   MAX_JOBS               parallel compile jobs (default: all cores)
   LASP_TORCH_NCCL=0      build without NCCL (single GPU only; group= then refused)
   NCCL_HOME              where include/nccl.h is (default: torch's nvidia-nccl wheel, then
@@ -25,7 +26,7 @@ from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0a")
 os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 4))
 
 import torch  # noqa: E402
@@ -76,6 +77,8 @@ def find_nccl():
 
 nccl = find_nccl()
 define = []
+if "9.0a" in os.environ["TORCH_CUDA_ARCH_LIST"].replace(" ", ";").split(";"):
+    define.append(("LASP_SM90A", "1"))  # the kernel table may pick the sm_90a family (lasp table.cuh)
 include_dirs = [lasp_include, os.path.join(HERE, "csrc")]
 extra_link = []
 if nccl:

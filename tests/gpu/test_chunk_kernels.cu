@@ -110,6 +110,42 @@ TEST_CASE("gpu chunk kernels match the reference: fp32 elements, every decay") {
   run_case<float, lasp::Policy<lasp::decay::None>>(kCases[3], seed++);
 }
 
+// Both kernel families: the sm_80 family (tile::Tile<..., 80>) and every sm_90a wgmma kernel
+// (tile::Tile<..., 90>; on other devices or builds without sm_90a the same sm_80 kernels), on
+// the cases the sm_90 kernels take (bf16 operands, E = 128 or D = 128), every decay, fp32
+// elements, and CTAs walking 64 chunks.
+TEST_CASE("gpu: both kernel families match the reference") {
+  using Sm80 = lasp::tile::Tile<64, 4, 0, 80>;
+  using Sm90 = lasp::tile::Tile<64, 4, 0, 90>;
+  using Walk90 = lasp::tile::Tile<64, 4, 1, 90>;
+  const Case cases[] = {
+      {1, 257, 2, 64, 128, Layout::kTokenMajor, 0.5f, true, 8},
+      {2, 63, 2, 128, 128, Layout::kTokenMajor, 1.f, true},
+      {2, 1000, 3, 128, 128, Layout::kHeadMajor, 0.0884f, true},
+      {1, 300, 2, 128, 64, Layout::kTokenMajor, 0.25f, true},
+  };
+  std::uint32_t seed = 500;
+  for (const Case& c : cases) {
+    run_case<lasp::bf16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Auto, lasp::caching::Recompute, Sm80>>(c, seed);
+    run_case<lasp::bf16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Auto, lasp::caching::Recompute, Sm90>>(c, seed++);
+    run_case<lasp::bf16, lasp::Policy<lasp::decay::Gate, lasp::schedule::Auto, lasp::caching::Recompute, Sm80>>(c, seed);
+    run_case<lasp::bf16, lasp::Policy<lasp::decay::Gate, lasp::schedule::Auto, lasp::caching::Recompute, Sm90>>(c, seed++);
+    run_case<float, lasp::Policy<lasp::decay::None, lasp::schedule::Auto, lasp::caching::Recompute, Sm90>>(c, seed++);
+  }
+  const Case walk{1, 4096, 2, 128, 128, Layout::kTokenMajor, 0.0884f, true};
+  run_case<lasp::bf16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Auto, lasp::caching::Recompute, Walk90>>(walk, 600);
+  run_case<lasp::bf16, lasp::Policy<lasp::decay::Gate, lasp::schedule::Auto, lasp::caching::Recompute, Walk90>>(walk, 601);
+}
+
+// The sm_90a kernels under compute-sanitizer: tails, a CTA walking 11 chunks, both decays.
+TEST_CASE("gpu sanitizer shapes: the sm_90a kernels") {
+  using Walk90 = lasp::tile::Tile<64, 4, 1, 90>;
+  const Case tail{1, 100, 2, 128, 128, Layout::kTokenMajor, 0.5f, true};
+  const Case walk{1, 700, 1, 128, 128, Layout::kHeadMajor, 0.25f, true};
+  run_case<lasp::bf16, lasp::Policy<lasp::decay::PerHead, lasp::schedule::Auto, lasp::caching::Recompute, Walk90>>(tail, 700);
+  run_case<lasp::bf16, lasp::Policy<lasp::decay::Gate, lasp::schedule::Auto, lasp::caching::Recompute, Walk90>>(walk, 701);
+}
+
 TEST_CASE("gpu: explicit segment splits and state caching give the same answers") {
   using T3 = lasp::tile::Tile<64, 4, 3>;
   using T1 = lasp::tile::Tile<64, 4, 1>;

@@ -8,6 +8,9 @@
 #include "../../kernel/sm80/bwd_summary.cuh"
 #include "../../kernel/sm80/fwd_output.cuh"
 #include "../../kernel/sm80/fwd_summary.cuh"
+#include "../../kernel/sm90/bwd_dq.cuh"
+#include "../../kernel/sm90/fwd_output.cuh"
+#include <type_traits>
 #include "../../status.hpp"
 #include "device.cuh"
 #include "tuning.cuh"
@@ -28,6 +31,39 @@ struct Sm80Kernels {
   using BwdDkDv = kernel::sm80::BwdDkDv<Op, Decay, D, E, C>;
 };
 
+/// The sm_90a family: the sm_80 kernels with the wgmma ones where they exist (bf16 operands;
+/// FwdOutput for E = 128, BwdDq for D = 128). Chosen on a compute-capability 9.0 device when the
+/// program was built with sm_90a code and says so (LASP_SM90A=1: lasp's CMake targets define it
+/// when CMAKE_CUDA_ARCHITECTURES has 90a; a header cannot see the device architectures a program
+/// was compiled for). Force = tile::Tile<..., 90>: every wgmma kernel that exists; otherwise
+/// (tile::Auto) only those measured faster than their sm_80 counterparts (bench/RESULTS.md):
+/// kSm90Default below.
+struct Sm90Default {
+  // NVIDIA H200, S32K, same run (bench/RESULTS.md "sm_90a kernels"): FwdOutput is faster with
+  // per-token gates (forward 0.509 -> 0.465 ms) and slower without (per-head 0.435 -> 0.449 ms);
+  // BwdDq is slower with every decay. The default takes the faster one per kernel and decay.
+  template <class Decay> static constexpr bool kFwdOutput = Decay::kPerToken;
+  template <class Decay> static constexpr bool kBwdDq = false;
+};
+template <class Policy, class Op, int D, int E, bool Force>
+struct Sm90Kernels : Sm80Kernels<Policy, Op, D, E> {
+  using Base = Sm80Kernels<Policy, Op, D, E>;
+  static constexpr bool kBf16 = std::is_same_v<Op, __nv_bfloat16>;
+  static constexpr bool kHasFwdOutput =
+      kBf16 && E == 128 && (Force || Sm90Default::template kFwdOutput<typename Base::Decay>);
+  using FwdOutput = std::conditional_t<kHasFwdOutput, kernel::sm90::FwdOutput<Op, typename Base::Decay, D, E, Base::C>,
+                                       typename Base::FwdOutput>;
+  static constexpr bool kHasBwdDq = kBf16 && D == 128 && (Force || Sm90Default::template kBwdDq<typename Base::Decay>);
+  using BwdDq = std::conditional_t<kHasBwdDq, kernel::sm90::BwdDq<Op, typename Base::Decay, D, E, Base::C>,
+                                   typename Base::BwdDq>;
+};
+
+#if defined(LASP_SM90A) && LASP_SM90A
+inline constexpr bool kBuiltWithSm90a = true;
+#else
+inline constexpr bool kBuiltWithSm90a = false;
+#endif
+
 template <class Policy, class Op, class F>
 Status with_sm80_kernels(const DeviceInfo& dev, index_t D, index_t E, F& f) {
   if (dev.major < 8) return Status::kUnsupportedDevice;
@@ -35,6 +71,15 @@ Status with_sm80_kernels(const DeviceInfo& dev, index_t D, index_t E, F& f) {
   if (D == 64 && E == 128) return f(Sm80Kernels<Policy, Op, 64, 128>{});
   if (D == 128 && E == 64) return f(Sm80Kernels<Policy, Op, 128, 64>{});
   if (D == 128 && E == 128) return f(Sm80Kernels<Policy, Op, 128, 128>{});
+  return Status::kUnsupportedHeadDim;
+}
+
+template <class Policy, class Op, bool Force, class F>
+Status with_sm90_kernels(index_t D, index_t E, F& f) {
+  if (D == 64 && E == 64) return f(Sm90Kernels<Policy, Op, 64, 64, Force>{});
+  if (D == 64 && E == 128) return f(Sm90Kernels<Policy, Op, 64, 128, Force>{});
+  if (D == 128 && E == 64) return f(Sm90Kernels<Policy, Op, 128, 64, Force>{});
+  if (D == 128 && E == 128) return f(Sm90Kernels<Policy, Op, 128, 128, Force>{});
   return Status::kUnsupportedHeadDim;
 }
 
@@ -47,6 +92,9 @@ Status with_kernels(const DeviceInfo& dev, index_t D, index_t E, F&& f) {
   if constexpr (R::kChunk != 64 || R::kWarps != 4) {
     return Status::kUnsupportedTile;
   } else {
+    if constexpr (kBuiltWithSm90a && R::kFamily != 80) {
+      if (dev.major == 9 && dev.minor == 0) return with_sm90_kernels<Policy, Op, R::kFamily == 90>(D, E, f);
+    }
     return with_sm80_kernels<Policy, Op>(dev, D, E, f);
   }
 }

@@ -12,6 +12,12 @@
 //               (measured faster for the short bodies of the summary kernels, where a scan
 //               before the closing barrier would sit on every warp's critical path).
 //   Stages = 1: one buffer; loads, decay, wait, compute (the kernel has no room for two).
+//   Stages = 3, 4: Stages - 1 chunks in flight while one computes (the sm_90 kernels, one CTA
+//               per SM, need the bytes in flight that two CTAs of the sm_80 kernels give); the
+//               decay values are loaded and scanned at issue.
+//
+// AsyncProxy: the body reads the tiles with wgmma (sm_90), so each thread fences its cp.async
+// writes into the async proxy before the barrier.
 //
 // The kernel gives two callables: issue(n0, len, buf) issues its cp.async tile loads into
 // buffer `buf` and commits them (plus anything else it must do before the loads are waited
@@ -22,9 +28,9 @@
 LASP_NAMESPACE_BEGIN
 namespace kernel::sm80 {
 
-template <int C, int Stages, bool Reverse, class Decay, bool Prefetch = true>
+template <int C, int Stages, bool Reverse, class Decay, bool Prefetch = true, bool AsyncProxy = false>
 struct ChunkWalk {
-  static_assert(Stages == 1 || Stages == 2, "one or two buffers");
+  static_assert(Stages >= 1 && Stages <= 4, "one to four buffers");
   static constexpr bool kLateScan = Stages == 2 && Prefetch && Decay::kPerToken;  // scan at the end of the previous chunk
   index_t begin, end;                          // token range of the segment
   const typename Decay::DeviceParams& decay;
@@ -46,10 +52,18 @@ struct ChunkWalk {
       }
     };
     const index_t first = Reverse ? begin + (end - 1 - begin) / C * C : begin;
+    const index_t step = Reverse ? -C : C;
+    auto in_range = [&](index_t n0) { return Reverse ? n0 >= begin : n0 < end; };
     if constexpr (Stages == 2) {
       load(first, 0);
       if constexpr (kLateScan) {
         if (warp == 0) dec.finish(g[0], decay, h, lane);
+      }
+    } else if constexpr (Stages > 2) {  // chunks 0 .. Stages-2 in flight; one commit group each, empty past the end
+      #pragma unroll
+      for (int i = 0; i < Stages - 1; ++i) {
+        if (in_range(first + i * step)) load(first + i * step, i);
+        else cp_async_commit();
       }
     }
     int buf = 0;
@@ -57,7 +71,16 @@ struct ChunkWalk {
       const int len = len_of(n0);
       const index_t next = Reverse ? n0 - C : n0 + C;
       const bool more = Reverse ? next >= begin : next < end;
-      if constexpr (Stages == 2) {
+      if constexpr (Stages > 2) {
+        // Chunk i + Stages - 1 into the buffer the barrier ending chunk i - 1 released; a group is
+        // committed even when there is nothing left to load, so waiting for all but the newest
+        // Stages - 1 groups always means "chunk i has landed".
+        const index_t ahead = n0 + (Stages - 1) * step;
+        const int abuf = (buf + Stages - 1) % Stages;
+        if (in_range(ahead)) load(ahead, abuf);
+        else cp_async_commit();
+        cp_async_wait<Stages - 1>();
+      } else if constexpr (Stages == 2) {
         if (more) {
           load(next, buf ^ 1);  // the other buffer was released by the barrier ending the last chunk
           cp_async_wait<1>();
@@ -68,6 +91,11 @@ struct ChunkWalk {
         load(n0, 0);
         cp_async_wait<0>();
       }
+      if constexpr (AsyncProxy) {  // sm_90: the tiles are read by wgmma (the async proxy)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+      }
       __syncthreads();
       body(n0, len, buf);
       if constexpr (kLateScan) {
@@ -75,6 +103,7 @@ struct ChunkWalk {
       }
       __syncthreads();
       if constexpr (Stages == 2) buf ^= 1;
+      if constexpr (Stages > 2) buf = buf + 1 == Stages ? 0 : buf + 1;
     }
   }
 };

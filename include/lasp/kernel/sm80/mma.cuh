@@ -41,7 +41,8 @@ LASP_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n
 /// 16-bit tile; rows >= valid_rows are zero-filled. All `Threads` threads take part. 16-bit
 /// sources are copied with cp.async; fp32 sources are read into registers and rounded to the
 /// tile's type (their loads complete before the tile is stored, so they do not overlap).
-template <int Rows, int Cols, int Threads, class T, class G>
+/// Layout::off(r, c) places an element (Swz here; sm_90's wgmma atoms elsewhere).
+template <int Rows, int Cols, int Threads, class Layout = Swz<Cols>, class T, class G>
 LASP_DEVICE void load_tile_async(T* s, const G* g, index_t ld, int valid_rows, int tid) {
   static_assert(sizeof(T) == 2, "16-bit tiles");
   constexpr int kChunks = Rows * Cols / 8;
@@ -50,7 +51,7 @@ LASP_DEVICE void load_tile_async(T* s, const G* g, index_t ld, int valid_rows, i
     const int r = i / (Cols / 8), c = (i % (Cols / 8)) * 8;
     const bool ok = r < valid_rows;
     if constexpr (std::is_same_v<G, T>) {
-      cp_async16(s + Swz<Cols>::off(r, c), g + (ok ? index_t(r) * ld + c : 0), ok);
+      cp_async16(s + Layout::off(r, c), g + (ok ? index_t(r) * ld + c : 0), ok);
     } else {
       static_assert(std::is_same_v<G, float>, "16-bit tiles load from the same type or from fp32");
       float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
@@ -61,7 +62,7 @@ LASP_DEVICE void load_tile_async(T* s, const G* g, index_t ld, int valid_rows, i
       uint4 v;
       v.x = MmaOp<T>::pack(a.x, a.y); v.y = MmaOp<T>::pack(a.z, a.w);
       v.z = MmaOp<T>::pack(b.x, b.y); v.w = MmaOp<T>::pack(b.z, b.w);
-      *reinterpret_cast<uint4*>(s + Swz<Cols>::off(r, c)) = v;
+      *reinterpret_cast<uint4*>(s + Layout::off(r, c)) = v;
     }
   }
 }
