@@ -25,6 +25,11 @@ enum class Status : int {
   kCommError,              // the communicator reported an error (e.g. ncclCommGetAsyncError)
   kPlanMismatch,           // the call does not match its Plan (shape, communicator, or slopes that no
                            // longer allow the plan's single hop)
+  kInvalidOffsets,         // packed documents: cu_seqlens not 0 = o_0 <= ... <= o_docs = total tokens,
+                           // an index width other than 32/64, docs < 1, or a state index out of range
+  kUnsupportedFeature,     // this backend (or this combination of arguments) does not support a
+                           // requested feature yet: packed documents or the zigzag layout on the
+                           // CUDA backend; whole-sequence states together with packed documents
   kInternalError,
 };
 
@@ -48,6 +53,8 @@ enum class Status : int {
     case Status::kCudaError: return "CUDA error";
     case Status::kCommError: return "communicator error";
     case Status::kPlanMismatch: return "the arguments do not match the plan (shape, communicator or decay)";
+    case Status::kInvalidOffsets: return "invalid packed-document offsets (cu_seqlens) or state indices";
+    case Status::kUnsupportedFeature: return "feature not supported by this backend or with these arguments (packed documents, zigzag layout)";
     case Status::kInternalError: return "internal error";
   }
   return "unknown status";

@@ -140,3 +140,39 @@ TEST_CASE("gpu: split workspace (kept reserve, a different scratch per call) equ
   const RefResult ref = run_reference<lasp::decay::Gate>(hp);
   CHECK(rel_err(hp.dk(), ref.dk) < 1.6e-2);
 }
+
+// Packed documents and the zigzag layout run on the host backend only for now (issue 11): the
+// CUDA backend refuses them before anything is read or written (host checks, agreed like every
+// other refusal).
+TEST_CASE("gpu: packed documents and the zigzag layout are refused with kUnsupportedFeature, nothing written") {
+  using P = lasp::Policy<lasp::decay::PerHead>;
+  ProblemSpec s;
+  s.B = 1; s.N = 128; s.H = 2; s.D = 64; s.E = 64;
+  GlobalProblem<lasp::bf16> hp(s);
+  DeviceProblem<lasp::bf16> dp(hp);
+  lasp::comm::DeviceSingle comm;
+  const std::size_t wsb = lasp::workspace_size<P, lasp::bf16>(hp.shape(), comm);
+  DeviceBuf<unsigned char> ws(wsb);
+  const lasp::Workspace w{ws.ptr, wsb};
+  const std::vector<std::int32_t> cu = {0, 100, 128};
+  DeviceBuf<std::int32_t> d_cu(cu);
+  const auto o0 = hp.o_buf;
+  {
+    auto fa = dp.template forward_args<lasp::decay::PerHead>(0);
+    fa.initial_state = nullptr, fa.final_state = nullptr;
+    fa.packed.cu_seqlens = d_cu.ptr, fa.packed.docs = 2;
+    CHECK(lasp::can_implement<P>(fa, comm, w) == lasp::Status::kUnsupportedFeature);
+    CHECK(lasp::forward<P>(fa, comm, w, nullptr) == lasp::Status::kUnsupportedFeature);
+    auto ba = dp.template backward_args<lasp::decay::PerHead>(0);
+    ba.packed = fa.packed;
+    CHECK(lasp::backward<P>(ba, comm, w, nullptr) == lasp::Status::kUnsupportedFeature);
+  }
+  {
+    auto fa = dp.template forward_args<lasp::decay::PerHead>(0);
+    fa.sharding = lasp::Sharding::kZigzag;
+    CHECK(lasp::forward<P>(fa, comm, w, nullptr) == lasp::Status::kUnsupportedFeature);
+  }
+  LASP_TEST_CUDA(cudaDeviceSynchronize());
+  dp.download();
+  CHECK(same(hp.o_buf, o0));
+}

@@ -42,6 +42,7 @@
 #include "../plan.hpp"
 #include "../schedule/common.hpp"
 #include "layout.hpp"
+#include "packed.hpp"
 #include "validate.hpp"
 
 LASP_NAMESPACE_BEGIN
@@ -64,7 +65,29 @@ template <class Stream, class Regions>
 struct Ctx {
   Layout<Regions> lay;
   Stream stream;
+  /// Packed documents / zigzag (packed.hpp; backends with kPackedSequences only): where this
+  /// rank's tokens sit, and which of its segments a call is about. Null: one segment, all rows.
+  const Geometry* geo = nullptr;
+  int seg = 0;
+  /// The call's layout tag (packed.hpp layout_tag): pairs a backward with its forward's layout.
+  std::uint32_t tag = 0;
 };
+
+/// The segment a backend call is about (all of this rank's rows without a geometry).
+template <class C>
+Segment segment_of(const Shape& s, const C& c) {
+  return c.geo ? c.geo->seg[c.seg] : Segment{0, s.N, 0};
+}
+/// The documents of a packed call, or null.
+template <class C>
+const Docs* docs_of(const C& c) {
+  return c.geo && c.geo->packed ? &c.geo->docs : nullptr;
+}
+
+template <class T, class D>
+std::vector<Extent> user_extents(const ForwardArgs<T, D>& a, const Shape& s);
+template <class T, class D>
+std::vector<Extent> user_extents(const BackwardArgs<T, D>& a, const Shape& s);
 
 template <class Policy, class T>
 using PlanPtr = const Plan<Policy, std::remove_const_t<T>>*;
@@ -79,6 +102,14 @@ Status check_forward_call(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename
   LASP_RETURN_IF_ERROR(check_forward(a, comm.size(), comm.rank(), ws));
   LASP_RETURN_IF_ERROR(Backend::template check_forward<Policy>(a));
   LASP_RETURN_IF_ERROR((check_workspace<Policy, Backend, std::remove_const_t<T>>(a.shape, ws)));
+  if (layout_mode(a)) {
+    const Shape& s = a.shape;
+    LASP_RETURN_IF_ERROR(check_layout(a, supports_packed<Backend>::value, plan ? plan->total_tokens() : -1,
+                                      {extent(a.o, s, s.E), workspace_extent(ws), scratch_extent(ws)},
+                                      {extent(a.q, s, s.D), extent(a.k, s, s.D), extent(a.v, s, s.E),
+                                       gate_extent(Policy::Decay::input_gates(a.decay), s)},
+                                      true));
+  }
   if (plan) LASP_RETURN_IF_ERROR(plan->check_decay(a.decay, a.shape));
   return Status::kSuccess;
 }
@@ -93,8 +124,19 @@ Status check_backward_call(PlanPtr<Policy, T> plan, const BackwardArgs<T, typena
   LASP_RETURN_IF_ERROR(check_backward(a, comm.size(), comm.rank(), ws));
   LASP_RETURN_IF_ERROR(Backend::template check_backward<Policy>(a));
   LASP_RETURN_IF_ERROR((check_workspace<Policy, Backend, U>(a.shape, ws)));
+  if (layout_mode(a)) {
+    const Shape& s = a.shape;
+    std::vector<Extent> outs = {extent(a.dq, s, s.D), extent(a.dk, s, s.D), extent(a.dv, s, s.E),
+                                workspace_extent(ws), scratch_extent(ws)};
+    if constexpr (Policy::Decay::kHasGradient) outs.push_back(gate_extent(a.dg, s));
+    LASP_RETURN_IF_ERROR(check_layout(a, supports_packed<Backend>::value, plan ? plan->total_tokens() : -1, outs,
+                                      {extent(a.q, s, s.D), extent(a.k, s, s.D), extent(a.v, s, s.E),
+                                       extent(a.dout, s, s.E), gate_extent(Policy::Decay::input_gates(a.decay), s)},
+                                      false));
+  }
   if (plan) LASP_RETURN_IF_ERROR(plan->check_decay(a.decay, a.shape));
   Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(a.shape, ws), {}};
+  c.tag = layout_tag(a);
   return Backend::check_forwarded(a.shape, c);
 }
 
@@ -115,7 +157,7 @@ Status can_implement_backward(const BackwardArgs<T, typename Policy::Decay>& a, 
 /// workspace layout (null when it has none it can use). R = 1: nothing to agree on; device
 /// backends reset the verdict slot.
 template <class Backend, class Comm, class Stream, class Regions>
-Status agree_call(Comm& comm, Status local, Layout<Regions>* lay, Stream s) {
+Status agree_call(Comm& comm, Status local, Layout<Regions>* lay, Stream s, int mode = 0) {
   constexpr std::size_t W = schedule::kStatusFloats;
   if (comm.size() < 2) {
     if (local != Status::kSuccess) return local;
@@ -124,8 +166,19 @@ Status agree_call(Comm& comm, Status local, Layout<Regions>* lay, Stream s) {
     return Status::kSuccess;
   }
   if constexpr (Backend::kSyncVerdict) {
-    std::vector<float> w(W * (1 + std::size_t(comm.size())), 0.f);  // host memory: no workspace needed
-    return schedule::agree<Backend>(comm, local, w.data(), w.data() + W, nullptr, s);
+    // Host memory: no workspace needed. Word 1 carries the call's layout mode (packed.hpp):
+    // ranks that disagree on it (one packed, one not) get kPeerMismatch, all of them.
+    const int R = comm.size();
+    std::vector<float> w(W * (1 + std::size_t(R)), 0.f);
+    LASP_RETURN_IF_ERROR(Backend::put_status(w.data(), local, s));
+    w[1] = float(mode);
+    LASP_RETURN_IF_ERROR(comm.all_gather(w.data(), w.data() + W, W, s));
+    const Status v = Backend::verdict(w.data() + W, R, nullptr, s);
+    if (v != Status::kSuccess) return v;
+    if (local != Status::kSuccess) return local;
+    for (int j = 0; j < R; ++j)
+      if (w[W * std::size_t(1 + j) + 1] != float(mode)) return Status::kPeerMismatch;
+    return Status::kSuccess;
   } else {
     if (!lay) return local;
     return schedule::agree<Backend>(comm, local, lay->words, lay->words + W, lay->header + kDeviceStatus, s);
@@ -167,7 +220,7 @@ Status refuse(PlanPtr<Policy, T> plan, const Args& a, Comm& comm, const Workspac
   using Lay = Layout<typename Backend::Regions>;
   if (comm.size() < 2) return local;
   if constexpr (Backend::kSyncVerdict) {
-    return agree_call<Backend>(comm, local, static_cast<Lay*>(nullptr), stream);
+    return agree_call<Backend>(comm, local, static_cast<Lay*>(nullptr), stream, layout_mode(a));
   } else {
     // The messages are sized by B, H, D, E of the group (the plan's, else this rank's
     // arguments') and by the communicator's R; the driver's regions, which are all this rank
@@ -205,6 +258,106 @@ Status refuse(PlanPtr<Policy, T> plan, const Args& a, Comm& comm, const Workspac
   }
 }
 
+// ---- packed documents and the zigzag layout (backends with kPackedSequences) ----------------
+
+/// StateDims of a packed / zigzag call: zigzag segments hold N / 2 tokens, so a plan's single
+/// hop (decided over N) is not taken; Truncated<Chain> decides rank by rank over N / 2.
+template <class Policy, class Backend, class Args, class Regions>
+schedule::StateDims segment_dims(bool plan_hop, const Args& a, const Layout<Regions>& lay) {
+  const bool zz = a.sharding == Sharding::kZigzag;
+  Shape seg = a.shape;
+  if (zz) seg.N = a.shape.N / 2;
+  return group_dims<Backend>(a.shape, !zz && plan_hop, Policy::Decay::single_hop(a.decay, seg), lay);
+}
+
+/// Forward of a packed and/or zigzag call (after the agreement): the geometry, each segment's
+/// summary, the scan (zigzag: fronts in rank order, then backs in reverse rank order fed with
+/// the state leaving segment R-1), each segment's outputs.
+template <class Policy, class Backend, class T, class Comm, class C>
+Status forward_segments(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename Policy::Decay>& a, Comm& comm, C& c,
+                        typename Comm::stream_type stream) {
+  using Schedule = typename Policy::Schedule;
+  Geometry geo;
+  LASP_RETURN_IF_ERROR(exchange_geometry(comm, a, stream, &geo));
+  c.geo = &geo;
+  c.tag = layout_tag(a);
+  const schedule::StateDims d = segment_dims<Policy, Backend>(plan && plan->single_hop(), a, c.lay);
+  const int r = comm.rank(), R = comm.size();
+  float* AL[2] = {c.lay.AL, c.lay.AL2};
+  float* P[2] = {c.lay.P, c.lay.P2};
+  for (int k = 0; k < geo.segments; ++k) {
+    c.seg = k;
+    LASP_RETURN_IF_ERROR(Backend::template rank_summary<Policy>(a, AL[k], c));
+  }
+  if (geo.segments == 1) {
+    LASP_RETURN_IF_ERROR((Schedule::template forward<Backend>(comm, d, AL[0], P[0], r == 0 ? a.initial_state : nullptr,
+                                                              r == R - 1 ? a.final_state : nullptr, c.lay.tmp,
+                                                              c.lay.gathered, stream)));
+  } else {
+    // Fronts: segments 0..R-1; rank R-1 gets X, the state leaving segment R-1.
+    LASP_RETURN_IF_ERROR((Schedule::template forward<Backend>(comm, d, AL[0], P[0], r == 0 ? a.initial_state : nullptr,
+                                                              r == R - 1 ? c.lay.X : nullptr, c.lay.tmp,
+                                                              c.lay.gathered, stream)));
+    // Backs: segments R..2R-1 are ranks R-1..0, the order of the reverse scan, entered with X;
+    // the state leaving segment 2R-1 (rank 0) is the final state.
+    LASP_RETURN_IF_ERROR((Schedule::template backward<Backend>(comm, d, AL[1], P[1], r == R - 1 ? c.lay.X : nullptr,
+                                                               r == 0 ? a.final_state : nullptr, c.lay.tmp,
+                                                               c.lay.gathered, stream)));
+  }
+  for (int k = 0; k < geo.segments; ++k) {
+    c.seg = k;
+    LASP_RETURN_IF_ERROR(Backend::template forward_outputs<Policy>(a, P[k], c));
+  }
+  c.geo = nullptr;
+  return Backend::mark_forwarded(a.shape, c);
+}
+
+/// Backward of a packed and/or zigzag call: the reverse of forward_segments. The backend's
+/// rank-local gradients are complete (kPackedSequences backends compute dg from the full states
+/// entering and leaving each chunk), so no suffix sum follows.
+template <class Policy, class Backend, class T, class Comm, class C>
+Status backward_segments(PlanPtr<Policy, T> plan, const BackwardArgs<T, typename Policy::Decay>& a, Comm& comm, C& c,
+                         typename Comm::stream_type stream) {
+  using Schedule = typename Policy::Schedule;
+  Geometry geo;
+  LASP_RETURN_IF_ERROR(exchange_geometry(comm, a, stream, &geo));
+  c.geo = &geo;
+  const schedule::StateDims d = segment_dims<Policy, Backend>(plan && plan->single_hop(), a, c.lay);
+  const int r = comm.rank(), R = comm.size();
+  float* AL[2] = {c.lay.AL, c.lay.AL2};
+  float* P[2] = {c.lay.P, c.lay.P2};
+  float* M[2] = {c.lay.M, c.lay.M2};
+  float* G[2] = {c.lay.G, c.lay.G2};
+  for (int k = 0; k < geo.segments; ++k) {
+    c.seg = k;
+    LASP_RETURN_IF_ERROR(Backend::copy(M[k], AL[k], std::size_t(d.bh), stream));
+    LASP_RETURN_IF_ERROR(Backend::template backward_summary<Policy>(a, P[k], M[k] + d.bh, c));
+  }
+  if (geo.segments == 1) {
+    LASP_RETURN_IF_ERROR((Schedule::template backward<Backend>(comm, d, M[0], G[0],
+                                                               r == R - 1 ? a.d_final_state : nullptr,
+                                                               r == 0 ? a.d_initial_state : nullptr, c.lay.tmp,
+                                                               c.lay.gathered, stream)));
+  } else {
+    // Backs in reverse virtual order (2R-1 .. R = ranks 0 .. R-1): the rank-ordered scan,
+    // entered with dS_final on rank 0; rank R-1 gets X, the gradient leaving segment R-1.
+    LASP_RETURN_IF_ERROR((Schedule::template forward<Backend>(comm, d, M[1], G[1], r == 0 ? a.d_final_state : nullptr,
+                                                              r == R - 1 ? c.lay.X : nullptr, c.lay.tmp,
+                                                              c.lay.gathered, stream)));
+    // Fronts (R-1 .. 0): the reverse scan entered with X; rank 0 gets dS_init.
+    LASP_RETURN_IF_ERROR((Schedule::template backward<Backend>(comm, d, M[0], G[0], r == R - 1 ? c.lay.X : nullptr,
+                                                               r == 0 ? a.d_initial_state : nullptr, c.lay.tmp,
+                                                               c.lay.gathered, stream)));
+  }
+  for (int k = 0; k < geo.segments; ++k) {
+    c.seg = k;
+    LASP_RETURN_IF_ERROR(Backend::template backward_local<Policy>(a, P[k], c));
+    LASP_RETURN_IF_ERROR(Backend::template backward_outputs<Policy>(a, P[k], G[k], nullptr, c.lay.dc, c));
+  }
+  c.geo = nullptr;
+  return Status::kSuccess;
+}
+
 // ---- forward and backward ---------------------------------------------------------------------
 
 template <class Policy, class Backend, class T, class Comm>
@@ -218,7 +371,10 @@ Status forward(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename Policy::De
   // The reserve is about to be overwritten: a forward that does not complete must not leave the
   // previous forward's mark on it.
   LASP_RETURN_IF_ERROR(Backend::unmark_forwarded(c));
-  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream));
+  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
+  if constexpr (supports_packed<Backend>::value) {
+    if (layout_mode(a)) return forward_segments<Policy, Backend>(plan, a, comm, c, stream);
+  }
   const schedule::StateDims d = group_dims<Backend>(a.shape, plan && plan->single_hop(),
                                                     Policy::Decay::single_hop(a.decay, a.shape), c.lay);
   const bool last = comm.rank() == comm.size() - 1;
@@ -238,7 +394,10 @@ Status backward(PlanPtr<Policy, T> plan, const BackwardArgs<T, typename Policy::
   const Status local = check_backward_call<Policy, Backend>(plan, a, comm, ws);
   if (local != Status::kSuccess) return refuse<false, Policy, Backend, T>(plan, a, comm, ws, stream, local);
   Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(a.shape, ws), stream};
-  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream));
+  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
+  if constexpr (supports_packed<Backend>::value) {
+    if (layout_mode(a)) return backward_segments<Policy, Backend>(plan, a, comm, c, stream);
+  }
   const schedule::StateDims d = group_dims<Backend>(a.shape, plan && plan->single_hop(),
                                                     Policy::Decay::single_hop(a.decay, a.shape), c.lay);
   const int r = comm.rank(), R = comm.size();

@@ -3,10 +3,13 @@
 // backend's (Backend::carve), carved once per call from the reserve and the scratch.
 //
 //   reserve: header (named 32-bit slots) | P (state entering this rank) | [A | L] (this rank's
-//            summary) | backend reserve (e.g. per-segment states under caching::Cache)
-//   scratch: tmp | gathered (R summaries, gathering schedules) | [A | M] | G | dc (2 B*H) |
-//            dc_gathered (R B*H) | words ((1 + R) status words: the agreement of every call on
-//            backends whose verdict lives in device memory) | backend scratch
+//            summary) | P2 | [A | L]2 (the second segment of a zigzag rank) | backend reserve
+//            (e.g. per-segment states under caching::Cache)
+//   scratch: tmp | gathered (R summaries, gathering schedules) | [A | M] | G | [A | M]2 | G2 | X |
+//            dc (2 B*H) | dc_gathered (R B*H) | words ((1 + R) status words: the agreement of
+//            every call on backends whose verdict lives in device memory) | backend scratch
+// P2, [A | L]2, [A | M]2, G2 and X (packed.hpp) are empty unless the backend runs packed /
+// zigzag calls (kPackedSequences).
 // All regions are 256-byte aligned (workspace.hpp's Carver).
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +18,7 @@
 #include "../status.hpp"
 #include "../workspace.hpp"
 #include "validate.hpp"
+#include "packed.hpp"
 
 LASP_NAMESPACE_BEGIN
 namespace driver {
@@ -48,11 +52,16 @@ struct Layout {
   std::uint32_t* header = nullptr;
   float* P = nullptr;   // (B,H,D,E)
   float* AL = nullptr;  // [A (B*H) | L (B*H*D*E)]
+  float* P2 = nullptr;  // zigzag: the state entering this rank's back segment
+  float* AL2 = nullptr; // zigzag: the back segment's summary
   // Scratch: reused by every call.
   float* tmp = nullptr;          // one summary: outgoing state / reverse-scan temporaries
   float* gathered = nullptr;     // R summaries (gathering schedules), else empty
   float* M = nullptr;            // [A | M] backward summary
   float* G = nullptr;            // (B,H,D,E) gradient of the state leaving this rank
+  float* M2 = nullptr;           // zigzag: the back segment's [A | M]
+  float* G2 = nullptr;           // zigzag: gradient of the state leaving the back segment
+  float* X = nullptr;            // zigzag: the state (gradient) between the two passes of the scan
   float* dc = nullptr;           // (B*H) gates: this rank's dLoss/dc total; then (B*H) later ranks' suffix
   float* dc_gathered = nullptr;  // R x (B*H) gates' totals of every rank
   float* words = nullptr;        // (1 + R) x kStatusFloats: this rank's status word, then every rank's
@@ -75,10 +84,16 @@ Layout<typename Backend::Regions> carve(const Shape& s, void* reserve, void* scr
   l.header = rc.take<std::uint32_t>(kHeaderSlots);
   l.P = rc.take<float>(state);
   l.AL = rc.take<float>(summary);
+  const bool two = supports_packed<Backend>::value;
+  l.P2 = rc.take<float>(two ? state : 0);
+  l.AL2 = rc.take<float>(two ? summary : 0);
   l.tmp = sc.take<float>(summary);
   l.gathered = sc.take<float>(Policy::Schedule::kGathers ? summary * R : 0);
   l.M = sc.take<float>(summary);
   l.G = sc.take<float>(state);
+  l.M2 = sc.take<float>(two ? summary : 0);
+  l.G2 = sc.take<float>(two ? state : 0);
+  l.X = sc.take<float>(two ? state : 0);
   l.dc = sc.take<float>(2 * std::size_t(l.bh));
   l.dc_gathered = sc.take<float>(std::size_t(l.bh) * R);
   l.words = sc.take<float>(schedule::kStatusFloats * (1 + R));

@@ -162,7 +162,8 @@ Status check_forward(const ForwardArgs<T, Decay>& a, int comm_size, int comm_ran
   if (!std::isfinite(a.scale)) return Status::kInvalidShape;
   LASP_RETURN_IF_ERROR(Decay::check(a.decay, s));
   // Outputs (o, final_state on the last rank, workspace) must not overlap inputs or each other.
-  const bool last = comm_rank == comm_size - 1, first = comm_rank == 0;
+  // The whole-sequence final state leaves the last rank, or rank 0 with the zigzag layout.
+  const bool last = comm_rank == (a.sharding == Sharding::kZigzag ? 0 : comm_size - 1), first = comm_rank == 0;
   if (tensors_overlap(a.o, s.E, a.q, s.D, s) || tensors_overlap(a.o, s.E, a.k, s.D, s) ||
       tensors_overlap(a.o, s.E, a.v, s.E, s))
     return Status::kOverlap;
@@ -205,7 +206,8 @@ Status check_backward(const BackwardArgs<T, Decay>& a, int comm_size, int comm_r
     return Status::kMisaligned;
   if (!std::isfinite(a.scale)) return Status::kInvalidShape;
   LASP_RETURN_IF_ERROR(Decay::check(a.decay, s));
-  const bool last = comm_rank == comm_size - 1, first = comm_rank == 0;
+  // The whole-sequence final state leaves the last rank, or rank 0 with the zigzag layout.
+  const bool last = comm_rank == (a.sharding == Sharding::kZigzag ? 0 : comm_size - 1), first = comm_rank == 0;
   // Output tensors against each other and against the input tensors: interleaved rows (a fused
   // dq/dk/dv buffer) are fine. Everything else by byte ranges.
   const Tensor<const T> ot[] = {a.dq, a.dk, a.dv};
