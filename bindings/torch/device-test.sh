@@ -28,11 +28,11 @@ for w in .wheels/*.whl; do
     *) whl+=("$w") ;;
   esac
 done
-pip install --no-index --no-deps "${whl[@]}" > "$OUT/pip-wheels.log" 2>&1 && say "wheels installed: ${#whl[@]}" || say "wheel install FAILED (see pip-wheels.log)"
+python -m pip install --no-index --no-deps "${whl[@]}" > "$OUT/pip-wheels.log" 2>&1 && say "wheels installed: ${#whl[@]}" || say "wheel install FAILED (see pip-wheels.log)"
 
 # 2. build + install (all cores, no network, no isolation)
 export MAX_JOBS=${MAX_JOBS:-$(nproc)} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0a"}
-if pip install --no-index --no-build-isolation --no-deps -v ./bindings/torch > "$OUT/build.log" 2>&1; then
+if python -m pip install --no-index --no-build-isolation --no-deps -v ./bindings/torch > "$OUT/build.log" 2>&1; then
   say "build OK ($(grep -c '^\[' "$OUT/build.log" || true) ninja steps)"
 else
   say "build FAILED: tail of build.log:"; tail -40 "$OUT/build.log" | tee -a "$OUT/summary.txt"; exit 1
@@ -57,7 +57,7 @@ fi
 unset LASP_TORCH_NCCL_SINGLE
 
 # 5. bench
-timeout 120 python bindings/torch/bench.py --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+timeout 300 python bindings/torch/bench.py --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 say "bench rc=$?"
 cat "$OUT/bench.log" | tail -25 | tee -a "$OUT/summary.txt"
 say "done; logs in $OUT"

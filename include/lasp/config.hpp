@@ -15,7 +15,7 @@
 // version), so two libraries that each bundle a different lasp version link into one program
 // without ODR clashes. Users keep writing lasp::forward, lasp::decay::PerHead, ...
 #ifndef LASP_ABI_NAMESPACE
-#define LASP_ABI_NAMESPACE v0_2
+#define LASP_ABI_NAMESPACE v0_3
 #endif
 #define LASP_NAMESPACE_BEGIN \
   namespace lasp {           \

@@ -2,7 +2,7 @@
 // lasp version (semantic versioning; bumped on every API change).
 #include "config.hpp"
 #define LASP_VERSION_MAJOR 0
-#define LASP_VERSION_MINOR 2
+#define LASP_VERSION_MINOR 3
 #define LASP_VERSION_PATCH 0
 
 LASP_NAMESPACE_BEGIN

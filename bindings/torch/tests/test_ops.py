@@ -1,6 +1,8 @@
 """1-GPU tests of lasp_torch: float64 reference (forward and gradients), dtypes x decays x
 layouts x states, fla parity (bf16), torch.compile(fullgraph=True), CUDA-graph capture of
 forward+backward, errors. Every test needs a GPU and the built extension: skipped otherwise."""
+import os
+
 import pytest
 import torch
 
@@ -125,6 +127,10 @@ def test_fla_parity_bf16():
         assert rel(a, b) < 3e-2, (name, rel(a, b))
 
 
+@pytest.mark.skipif(os.environ.get("LASP_TORCH_FLA_GATES", "0") != "1",
+                    reason="opt-in (LASP_TORCH_FLA_GATES=1): on H200 with Triton 3.6 fla's gated "
+                           "chunk_simple_gla did not return within the suite's 240 s (performance.md: its "
+                           "gated backward fails on Hopper with Triton 3.6)")
 def test_fla_parity_gates_bf16():
     fla_simple = pytest.importorskip("fla.ops.simple_gla")
     import lasp_torch
