@@ -78,6 +78,11 @@ struct ForwardArgs {
   float* final_state = nullptr;
   Packed packed{};                         // packed documents (B = 1); inactive by default
   Sharding sharding = Sharding::kContiguous;
+  /// Which forward filled the reserve (the CUDA backend's fingerprint, checked by backward):
+  /// 0 = derived from the q, k, v addresses and strides; non-zero = this id (with the shape,
+  /// element type and policies), for callers whose backward sees the same inputs at other
+  /// addresses (recomputed activations, torch.compile): e.g. a counter kept with the reserve.
+  std::uint32_t forward_id = 0;
 };
 
 /// Backward of the forward above (the same workspace reserve must be passed: it holds what forward kept).
@@ -97,6 +102,7 @@ struct BackwardArgs {
   float* d_initial_state = nullptr;
   Packed packed{};                         // the forward's documents (and d_final_states / d_initial_states)
   Sharding sharding = Sharding::kContiguous;
+  std::uint32_t forward_id = 0;            // the forward's forward_id (see ForwardArgs)
 };
 
 LASP_NAMESPACE_END

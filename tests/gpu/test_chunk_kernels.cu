@@ -306,6 +306,38 @@ TEST_CASE("gpu: backward on a reserve of another forward is detected, nothing wr
   CHECK(rel_err(layer1.dk(), ref.dk) < Limits<lasp::bf16>::kOut);
 }
 
+// forward_id: a backward whose inputs were recomputed at other addresses (torch.compile) pairs
+// with its forward by the caller's id; another id is still refused (kNotForwarded, nothing written).
+TEST_CASE("gpu: forward_id pairs backward with its forward when the inputs moved") {
+  using P = lasp::Policy<lasp::decay::PerHead>;
+  ProblemSpec s;
+  s.B = 1; s.N = 300; s.H = 2; s.D = 64; s.E = 64; s.seed = 33;
+  GlobalProblem<lasp::bf16> layer(s), moved_host(s);
+  DeviceProblem<lasp::bf16> d(layer), moved(moved_host);  // the same inputs at other addresses
+  lasp::comm::DeviceSingle comm;
+  const std::size_t wsb = lasp::workspace_size<P, lasp::bf16>(layer.shape(), comm);
+  DeviceBuf<unsigned char> ws(wsb);
+  const lasp::Workspace w{ws.ptr, wsb};
+  auto fa = d.template forward_args<lasp::decay::PerHead>(0);
+  fa.forward_id = 7;
+  REQUIRE(lasp::forward<P>(fa, comm, w, nullptr) == lasp::Status::kSuccess);
+  auto ba = moved.template backward_args<lasp::decay::PerHead>(0);
+  ba.forward_id = 8;  // another forward's id: refused on the device
+  const auto dq0 = moved_host.dq_buf;
+  CHECK(lasp::backward<P>(ba, comm, w, nullptr) == lasp::Status::kSuccess);
+  CHECK(lasp::cuda::deferred_status(w, nullptr) == lasp::Status::kNotForwarded);
+  moved.download();
+  CHECK(std::memcmp(moved_host.dq_buf.data(), dq0.data(), dq0.size() * sizeof(dq0[0])) == 0);
+  ba.forward_id = 7;
+  CHECK(lasp::backward<P>(ba, comm, w, nullptr) == lasp::Status::kSuccess);
+  CHECK(lasp::cuda::deferred_status(w, nullptr) == lasp::Status::kSuccess);
+  moved.download();
+  const RefResult ref = run_reference<lasp::decay::PerHead>(moved_host);
+  CHECK(rel_err(moved_host.dq(), ref.dq) < Limits<lasp::bf16>::kOut);
+  CHECK(rel_err(moved_host.dk(), ref.dk) < Limits<lasp::bf16>::kOut);
+  CHECK(rel_err(moved_host.dv(), ref.dv) < Limits<lasp::bf16>::kOut);
+}
+
 // forward + backward enqueue only stream-ordered work (no allocation, no synchronisation), so a
 // training step can be captured into a CUDA graph and replayed: the replay gives the same outputs.
 TEST_CASE("gpu: forward + backward captured in a CUDA graph replay to the same results") {

@@ -16,17 +16,12 @@
 
 namespace lasp_torch {
 
-/// Writes `value` into the reserve header's fingerprint slot (see Impl::backward). Internal
-/// linkage: every kernels_*.cu TU has its own copy.
-static __global__ void restamp_tag(std::uint32_t* slot, unsigned value) { *slot = value; }
-
-/// q, k, v pointers and strides a forward ran with, per reserve address (host side).
-using Sig = std::array<std::int64_t, 12>;
-template <class V>
-Sig signature(const V& q, const V& k, const V& v) {
-  return {std::int64_t(reinterpret_cast<std::uintptr_t>(q.ptr)), q.sb, q.sn, q.sh,
-          std::int64_t(reinterpret_cast<std::uintptr_t>(k.ptr)), k.sb, k.sn, k.sh,
-          std::int64_t(reinterpret_cast<std::uintptr_t>(v.ptr)), v.sb, v.sn, v.sh};
+/// The forward_id (lasp ForwardArgs::forward_id) of the forward that fills `reserve`: autograd
+/// keeps the reserve in this forward's context until its backward, so its address names the
+/// forward; inputs that torch.compile rematerialises at other addresses do not matter.
+inline std::uint32_t forward_id_of(const void* reserve) {
+  const auto x = std::uint64_t(reinterpret_cast<std::uintptr_t>(reserve));
+  return std::uint32_t(x ^ (x >> 32)) | 1u;
 }
 
 template <class Decay>
@@ -65,10 +60,6 @@ struct Impl {
   static std::map<Key, PlanT>& plans() {
     static std::map<Key, PlanT> p;
     return p;
-  }
-  static std::map<void*, Sig>& sigs() {
-    static std::map<void*, Sig> m;
-    return m;
   }
   static void forget(int comm_id) {
     std::lock_guard<std::mutex> l(mu());
@@ -142,13 +133,9 @@ struct Impl {
       a.decay = decay_params<Decay>(c.slopes, c.g);
       a.initial_state = c.h0;
       a.final_state = c.ht;
+      a.forward_id = forward_id_of(c.reserve);
       const lasp::Workspace ws{c.reserve, c.reserve_bytes, c.scratch, c.scratch_bytes};
-      const int st = int(lasp::forward(plan, a, comm, ws, stream));
-      if (st == 0) {
-        std::lock_guard<std::mutex> l(mu());
-        sigs()[c.reserve] = signature(c.q, c.k, c.v);
-      }
-      return st;
+      return int(lasp::forward(plan, a, comm, ws, stream));
     });
   }
 
@@ -167,22 +154,7 @@ struct Impl {
       a.d_final_state = c.dht;
       a.d_initial_state = c.dh0;
       const lasp::Workspace ws{c.reserve, c.reserve_bytes, c.scratch, c.scratch_bytes};
-      // lasp's CUDA backend fingerprints the forward by the ADDRESSES of q, k, v. Autograd hands
-      // backward the same contents, but torch.compile's partitioner may rematerialise an input
-      // (a new address): then lasp would skip backward (kNotForwarded, deferred). The reserve
-      // came from this forward's autograd context, so the binding re-stamps the fingerprint for
-      // the moved tensors (one 1-thread kernel, only when they moved). See README "API notes".
-      bool moved = false;
-      {
-        std::lock_guard<std::mutex> l(mu());
-        auto it = sigs().find(c.reserve);
-        moved = it != sigs().end() && it->second != signature(c.q, c.k, c.v);
-      }
-      if (moved && c.reserve && c.reserve_bytes >= 16) {
-        const unsigned tag = lasp::backend::cuda::Backend::template forward_tag<P, T>(a);
-        restamp_tag<<<1, 1, 0, stream>>>(static_cast<std::uint32_t*>(c.reserve) + lasp::driver::kDeviceTag, tag);
-        if (cudaGetLastError() != cudaSuccess) return int(lasp::Status::kCudaError);
-      }
+      a.forward_id = forward_id_of(c.reserve);  // pairs with its forward even if q, k, v moved
       return int(lasp::backward(plan, a, comm, ws, stream));
     });
   }
