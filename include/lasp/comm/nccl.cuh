@@ -250,6 +250,9 @@ class Nccl {
 ///   ncclComm_t sp_comm, dp_comm;
 ///   if (lasp::comm::split_sp_dp(world, 4, &sp_comm, &dp_comm) != lasp::Status::kSuccess) ...;
 ///   lasp::comm::Nccl comm(sp_comm);   // the SP group for lasp::forward/backward
+///   // SP groups spanning hosts (schedule::Hierarchical): say where the nodes are, e.g.
+///   //   lasp::comm::GroupRanks g; GroupRanks::make(w, W, 4, ranks_per_host, &g);
+///   //   lasp::comm::Nccl comm(sp_comm, g.sp_node_size);
 ///   ...                               // gradients of parameters: reduce over `world`
 ///   ncclCommDestroy(dp_comm); ncclCommDestroy(sp_comm);
 ///
