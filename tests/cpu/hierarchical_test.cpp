@@ -526,3 +526,44 @@ TEST_CASE("Hierarchical is selectable like any schedule: names, traits, not the 
   grp.set_node_size(2);
   CHECK(grp.comm(1).node_size() == 2);
 }
+
+namespace {
+/// HostGroup::Comm reporting its own node size (a misconfigured rank).
+struct OwnNodes {
+  using stream_type = host_stream;
+  static constexpr bool kDeviceMemory = false;
+  comm::HostGroup::Comm c;
+  int ns;
+  int rank() const { return c.rank(); }
+  int size() const { return c.size(); }
+  int node_size() const { return ns; }
+  Status send(const float* b, std::size_t n, int p, stream_type s) { return c.send(b, n, p, s); }
+  Status recv(float* b, std::size_t n, int p, stream_type s) { return c.recv(b, n, p, s); }
+  Status all_gather(const float* a, float* b, std::size_t n, stream_type s) { return c.all_gather(a, b, n, s); }
+};
+
+/// make_plan on R = 4 ranks whose node sizes are `ns[r]`: the statuses, by rank.
+template <class Policy>
+std::vector<Status> plan_with_nodes(const std::vector<int>& ns) {
+  const int R = int(ns.size());
+  comm::HostGroup group(R, std::chrono::milliseconds(20000));
+  return on_ranks(group, [&](int r, comm::HostGroup::Comm& c) {
+    OwnNodes oc{c, ns[std::size_t(r)]};
+    Plan<Policy, float> plan;
+    const Shape s{1, 16, 2, 4, 4, R};
+    return make_plan<Policy, float>(s, typename Policy::Decay::Params{}, oc, &plan);
+  });
+}
+}  // namespace
+
+TEST_CASE("Hierarchical with a plan: ranks that disagree on the node size get kPeerMismatch, all of them") {
+  using PG = PH16<decay::Gate>;
+  CHECK(all_are(plan_with_nodes<PG>({2, 2, 2, 2}), Status::kSuccess));
+  CHECK(all_are(plan_with_nodes<PG>({2, 2, 2, 4}), Status::kPeerMismatch));   // 2 vs one node
+  CHECK(all_are(plan_with_nodes<PG>({1, 2, 2, 2}), Status::kPeerMismatch));
+  // What counts is the node size the schedule uses: 0, 3, 4 and 5 all mean one node of 4.
+  CHECK(all_are(plan_with_nodes<PG>({0, 3, 4, 5}), Status::kSuccess));
+  // Schedules that do not use nodes ignore node_size().
+  CHECK(all_are(plan_with_nodes<P16<decay::Gate, schedule::LogScan>>({2, 2, 2, 4}), Status::kSuccess));
+  static_assert(schedule::uses_nodes<HierLL>::value && !schedule::uses_nodes<LogScan>::value);
+}

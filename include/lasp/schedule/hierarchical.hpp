@@ -15,9 +15,11 @@
 //     exactly LogScan's messages; Hierarchical<AllGather, X> R-1 rounds of direct exchanges);
 //   - node_size() == 1: R nodes of one rank: the Outer schedule over the whole group (exactly its
 //     messages: Chain or LogScan).
-// node_size() must be the same on every rank of the group (it is the group's topology). lasp
-// does not check it: ranks that disagree exchange mismatched messages (host: kCommError after a
-// HostGroup timeout; NCCL: a hang), as with B, H, D, E of a plan-less call.
+// node_size() must give the same node size on every rank of the group (it is the group's
+// topology). make_plan checks it (the effective node size is in every rank's record: ranks that
+// differ get kPeerMismatch, all of them); a plan-less call does not: ranks that disagree exchange
+// mismatched messages (host: kCommError after a HostGroup timeout; NCCL: a hang), as with B, H,
+// D, E of a plan-less call.
 //
 // Virtual ranks: v = r (forward) or v = R-1-r (backward: the reverse scan), u = v % g the local
 // index in the node, nv = v / g the virtual node. Nodes are contiguous blocks in both orders.
@@ -92,6 +94,21 @@ int effective_node_size(const Comm& comm) {
     if (g >= 1 && g < R && R % g == 0) return g;
   }
   return R;
+}
+
+/// Does schedule S read the communicator's node_size()? (make_plan then agrees on it.)
+template <class S>
+struct uses_nodes : std::false_type {};
+/// The node size a plan records for schedule S on `comm`: effective_node_size for schedules that
+/// use nodes, else 0 (make_plan: ranks that differ get kPeerMismatch; plan.hpp).
+template <class S, class Comm>
+int plan_node_size(const Comm& comm) {
+  if constexpr (uses_nodes<S>::value) {
+    return effective_node_size(comm);
+  } else {
+    (void)comm;
+    return 0;
+  }
 }
 
 namespace detail {
@@ -302,6 +319,9 @@ struct Hierarchical {
     return Status::kSuccess;
   }
 };
+
+template <class I, class O>
+struct uses_nodes<Hierarchical<I, O>> : std::true_type {};
 
 }  // namespace schedule
 LASP_NAMESPACE_END
