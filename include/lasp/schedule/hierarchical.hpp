@@ -2,8 +2,9 @@
 // schedule::Hierarchical<Inner, Outer>: an exact exclusive scan of the rank summaries over an SP
 // group whose R ranks sit on several nodes (math.md section 3.4, "Hierarchical"): a scan inside
 // each node (NVLink), a scan over the node totals with one rank per node (the network), and a
-// fix-up inside each node. Only ONE state crosses between two nodes per node pair and round of the
-// outer scan, instead of every rank's messages of a flat scan.
+// fix-up inside each node. Only ONE message (a summary; a state with Outer = Chain) crosses
+// between two nodes per node pair and round of the outer scan, instead of the messages of every
+// rank pair that straddles a node boundary in a flat scan.
 //
 // Nodes. The group's ranks are contiguous blocks of g ranks (g = the communicator's node_size(),
 // an OPTIONAL member, comm/concept.hpp): ranks [n g, (n+1) g) are node n, M = R / g nodes. This
@@ -31,7 +32,8 @@
 //       first (L'_0 = A_0 S_init + L_0, as LogScan and AllGather do), so node 0 needs no
 //       incoming state. Two ways (Inner):
 //         Inner = LogScan:   Kogge-Stone inside the node: ceil(log2 g) rounds at distances
-//                            1, 2, 4, ... < g, one grouped sendrecv per rank per round;
+//                            1, 2, 4, ... < g, one grouped sendrecv per rank per round (send then
+//                            recv on communicators without sendrecv, as LogScan);
 //         Inner = AllGather: direct: each rank's summary goes to every later rank of its node,
 //                            g-1 rounds at distances 1..g-1 (one grouped sendrecv per rank per
 //                            round; the concept has no collective over a part of the group),
@@ -68,7 +70,8 @@
 //   slot 2              Y, the leader's node total (Outer's input summary)
 //   slot 3 [0, bh)      e_A;   slot 3 [bh, S): Pin (state entering the node)
 //   e_L lives in the output state itself (P forward, G backward), as in LogScan.
-// One node (g = R): slots 0 and 1 only (so R = 2 fits); g = 1: Outer's own scratch.
+// One node (g = R): slots 0 and 1 only, e_A in slot 1 [bh, 2 bh) (2 bh <= S), so R = 2 fits;
+// g = 1: Outer's own scratch.
 #include <type_traits>
 #include "all_gather.hpp"
 #include "chain.hpp"
