@@ -20,9 +20,16 @@ critical path (the only fitted parameter, from one run's chain at 32K per GPU):
     truncated   h                                   one neighbour shift
     log-scan    K h + (2K-1) c,  K = ceil(log2 R)   Kogge-Stone rounds (two combines per round but
                                                     the last)
-    hierarchical  in-node (8 GPUs, NVLink) all-gather or log-scan, whichever is cheaper, then a
-                log-scan over the node totals between nodes (one exchange per node pair and round,
-                run on every rail at once), then one fix-up combine
+    hierarchical  schedule::Hierarchical<LogScan, LogScan> as implemented, nodes of g = 8 GPUs,
+                M = R/g, Kg = ceil(log2 g), Km = ceil(log2 M):
+                (a) Kogge-Stone inside the node   Kg h_nv + (2Kg-1) c + c   (+ c: the node total)
+                (b) log-scan over the M node totals by one GPU per node   Km h_x + (2Km-1) c
+                (c) binomial broadcast of the node's incoming state   Kg h_nv + c (the fix-up)
+    hier-direct   Hierarchical<AllGather, LogScan>: (a) is g-1 direct exchange rounds,
+                (g-1) (h_nv + c) + c; (b), (c) as above
+    Both fall back to their inner scan over the whole group when g does not split R into >= 2
+    nodes (R <= g, or R % g != 0): the crossovers and the plot use only R that are multiples of
+    g (or R <= g) for them.
 
 Scenarios: 'nvlink' (every hop at the measured NVLink figures, any R: an NVLink domain) and
 'network' (8 GPUs per node on NVLink, nodes on InfiniBand: any hop or ring step that crosses a
@@ -42,7 +49,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 
-SCHEDULES = ["chain", "all-gather", "truncated", "log-scan", "hierarchical"]
+SCHEDULES = ["chain", "all-gather", "truncated", "log-scan", "hierarchical", "hier-direct"]
+HIER = {"hierarchical", "hier-direct"}
 MODELLED = {"chain", "all-gather", "truncated"}  # the ones measured so far
 
 
@@ -127,20 +135,30 @@ class Model:
             return h_far
         if sched == "log-scan":
             return K * h_far + (2 * K - 1) * c
-        if sched == "hierarchical":
-            gi = min(R, g)
-            Ki = math.ceil(math.log2(gi)) if gi > 1 else 0
-            # in-node: all-gather (every GPU then knows the node total) or log-scan (+ one hop to
-            # hand the node total from the last GPU to the others)
-            inside_ag = self.allgather(card, gi, "nv") + (gi - 1) * c
-            inside_ls = Ki * h_nv + max(2 * Ki - 1, 0) * c + (h_nv + c if R > g else 0)
-            inside = min(inside_ag, inside_ls)
-            if R <= g:
-                return inside
-            M = math.ceil(R / g)
+        if sched in HIER:
+            direct = sched == "hier-direct"
+
+            def inner(n, h):  # the inner scan over n ranks at hop cost h (fallback: the whole group)
+                if n <= 1:
+                    return 0.0
+                if direct:
+                    return (n - 1) * (h + c)
+                k = math.ceil(math.log2(n))
+                return k * h + (2 * k - 1) * c
+            if R <= g or R % g != 0:  # one node (fallback): the inner scan over all R ranks
+                return inner(R, h_far if R > g else h_nv)
+            M = R // g
+            Kg = math.ceil(math.log2(g))
             Km = math.ceil(math.log2(M))
-            return inside + Km * h_far + (2 * Km - 1) * c + c
+            a = inner(g, h_nv) + c                      # (a) + the leader's node total
+            b = Km * h_far + (2 * Km - 1) * c           # (b) log-scan over the node totals
+            bc = Kg * h_nv + c                          # (c) binomial broadcast + fix-up combine
+            return a + b + bc
         raise ValueError(sched)
+
+    def hier_valid(self, sched, R):
+        """R where a hierarchical schedule runs as such (not its one-node fallback beyond a node)."""
+        return sched not in HIER or R <= self.gpn or R % self.gpn == 0
 
     def t1_ms(self, card, N):
         d = self.t1[card]
@@ -248,7 +266,9 @@ def projection(m, out, card, Ns=(8192, 32768, 131072)):
 def crossovers(m, out, card, Ns=(8192, 32768, 131072)):
     out("== crossovers (R = 2..1024, every integer R): where one schedule overtakes another for good ==")
     out("   'A > B from R=x': A's step is shorter than B's for every R >= x (below x they may alternate:")
-    out("   the log-scan and hierarchical costs step up at each power of two, the others grow smoothly)")
+    out("   the log-scan and hierarchical costs step up at each power of two, the others grow smoothly);")
+    out(f"   pairs with a hierarchical schedule compare only R <= {m.gpn} or R a multiple of {m.gpn} (else it falls back")
+    out("   to its inner scan over the whole group)")
     Rs = np.arange(2, 1025)
     for scen in ("nvlink", "network"):
         seen = {}
@@ -257,13 +277,15 @@ def crossovers(m, out, card, Ns=(8192, 32768, 131072)):
             lines = []
             for i, a in enumerate(SCHEDULES):
                 for b in SCHEDULES[i + 1:]:
-                    d = steps[a] - steps[b]
+                    ok = np.array([m.hier_valid(a, int(R)) and m.hier_valid(b, int(R)) for R in Rs])
+                    d = (steps[a] - steps[b])[ok]
+                    Rv = Rs[ok]
                     final = np.sign(d[-1])
                     if final == 0:
                         continue
                     faster, slower = (a, b) if final < 0 else (b, a)
                     bad = np.nonzero(np.sign(d) != final)[0]
-                    start = int(Rs[bad[-1] + 1]) if len(bad) else 2
+                    start = int(Rv[bad[-1] + 1]) if len(bad) else 2
                     if start > 2:
                         lines.append(f"{faster} > {slower} from R={start}")
             best = ", ".join(f"R={R}: " + min((s for s in SCHEDULES if s != "truncated"), key=lambda s: steps[s][R - 2])
@@ -286,12 +308,13 @@ def plot(m, inp, path, card, N=32768):
     Rs = np.array([2**k for k in range(1, 11)] + list(range(3, 1024, 3)))
     Rs = np.unique(Rs)
     colors = {"chain": "tab:red", "all-gather": "tab:blue", "truncated": "tab:green", "log-scan": "tab:purple",
-              "hierarchical": "tab:orange"}
+              "hierarchical": "tab:orange", "hier-direct": "tab:brown"}
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for scen, ls in (("nvlink", "-"), ("network", "--")):
         for s in SCHEDULES:
-            e = [100 * m.eff(s, int(R), N, card, scen) for R in Rs]
-            ax.plot(Rs, e, ls, color=colors[s], lw=1.6,
+            Rv = np.array([R for R in Rs if m.hier_valid(s, int(R))])
+            e = [100 * m.eff(s, int(R), N, card, scen) for R in Rv]
+            ax.plot(Rv, e, ls, color=colors[s], lw=1.6,
                     label=f"{s} ({'NVLink domain' if scen == 'nvlink' else '8-GPU nodes + IB'})")
     # measured points (H200, 32K per GPU)
     for p in measured_points(inp):

@@ -66,7 +66,8 @@ template <class Policy, class T, class Comm>
   if (R < 1) return Status::kCommError;
   const Status local = A::local_status<Policy, Backend, T>(shape, comm.rank(), R, plan);
   const std::vector<float> mine = A::record<Policy>(shape, R, lasp::comm::detail::elem_code<T>::value, sizeof(T), local,
-                                                    A::local_hop<Policy>(shape, decay, local));
+                                                    A::local_hop<Policy>(shape, decay, local),
+                                                    schedule::plan_node_size<typename Policy::Schedule>(comm));
   std::vector<float> all(detail::kPlanRecordFloats * std::size_t(R), 0.f);
   LASP_RETURN_IF_ERROR(comm.all_gather(mine.data(), all.data(), detail::kPlanRecordFloats, typename Comm::stream_type{}));
   const WorkspaceSizes z =

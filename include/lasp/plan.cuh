@@ -46,7 +46,8 @@ template <class Policy, class T, class Comm>
   if (R < 1) return Status::kCommError;
   const Status local = A::local_status<Policy, Backend, T>(shape, comm.rank(), R, plan);
   const std::vector<float> mine = A::record<Policy>(shape, R, lasp::comm::detail::device_elem_code<T>(), sizeof(T),
-                                                    local, A::local_hop<Policy>(shape, decay, local));
+                                                    local, A::local_hop<Policy>(shape, decay, local),
+                                                    schedule::plan_node_size<typename Policy::Schedule>(comm));
   std::vector<float> all(detail::kPlanRecordFloats * std::size_t(R));
   float* d_mine = d_staging;
   float* d_all = d_staging + detail::kPlanRecordFloats;

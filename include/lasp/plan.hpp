@@ -21,6 +21,7 @@
 #include "comm/check.hpp"
 #include "config.hpp"
 #include "driver/validate.hpp"
+#include "schedule/hierarchical.hpp"
 #include "schedule/truncated.hpp"
 #include "status.hpp"
 #include "tensor.hpp"
@@ -83,7 +84,8 @@ namespace detail {
 
 /// One rank's record in make_plan's all-gather (floats, every value an exact integer < 2^16):
 ///   [0] its local status code, [1] its decay verdict (1: single hop possible on this rank),
-///   [2..5] its N in 16-bit chunks, [6..7] 0, then comm::fingerprint of (Policy, element type,
+///   [2..5] its N in 16-bit chunks, [6] the node size its schedule uses (schedule::Hierarchical:
+///   effective_node_size, else 0), [7] 0, then comm::fingerprint of (Policy, element type,
 ///   B, H, D, E, R, communicator size, lasp version) with N left out (ranks may differ in N).
 inline constexpr std::size_t kPlanHead = 8;
 inline constexpr std::size_t kPlanRecordFloats = kPlanHead + comm::kFingerprintFloats;
@@ -106,10 +108,11 @@ struct PlanAccess {
   }
   template <class Policy>
   static std::vector<float> record(const Shape& s, int comm_size, int elem_code, std::size_t elem_size,
-                                   Status local, bool hop) {
+                                   Status local, bool hop, int node_size = 0) {
     std::vector<float> r(kPlanRecordFloats, 0.f);
     r[0] = float(int(local));
     r[1] = hop ? 1.f : 0.f;
+    r[6] = float(node_size > 0 && node_size < 65536 ? node_size : 0);
     const auto n = std::uint64_t(s.N > 0 ? s.N : 0);
     for (int c = 0; c < 4; ++c) r[std::size_t(2 + c)] = float((n >> (16 * c)) & 0xffffu);
     Shape no_n = s;
@@ -129,9 +132,11 @@ struct PlanAccess {
       const float code = all[std::size_t(j) * kPlanRecordFloats];
       if (code != 0.f) return code > 0.f && code < 256.f ? Status(int(code)) : Status::kCommError;
     }
-    for (int j = 1; j < R; ++j)
+    for (int j = 1; j < R; ++j) {
+      if (all[std::size_t(j) * kPlanRecordFloats + 6] != all[6]) return Status::kPeerMismatch;  // node size
       for (std::size_t i = kPlanHead; i < kPlanRecordFloats; ++i)
         if (all[std::size_t(j) * kPlanRecordFloats + i] != all[i]) return Status::kPeerMismatch;
+    }
     bool hop = true;
     index_t t0 = 0, total = 0;
     for (int j = 0; j < R; ++j) {

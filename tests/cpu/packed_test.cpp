@@ -182,6 +182,7 @@ struct POpts {
   bool plan = false;
   /// Changes rank r's arguments before the call (bad offsets, ...).
   std::function<void(int, Shape&, Packed&, Sharding&)> tweak;
+  int node_size = 0;  // comm::HostGroup::set_node_size (schedule::Hierarchical)
 };
 struct PRun {
   std::vector<Status> plan, fwd, bwd;
@@ -205,6 +206,7 @@ PRun run_packed(PProblem& p, const POpts& opt = {}) {
   };
   std::vector<Rank> rk(static_cast<std::size_t>(R));
   comm::HostGroup group(R, std::chrono::milliseconds(20000));
+  group.set_node_size(opt.node_size);
   poison(p.fin_buf), poison(p.dinit_buf);
   for (int r = 0; r < R; ++r) {
     Rank& x = rk[std::size_t(r)];
@@ -339,10 +341,10 @@ void check_packed(const PProblem& p, const PRef& r) {
 }
 
 template <class Policy>
-void run_and_check_packed(PProblem& p, const PRef& r, bool plan = false) {
+void run_and_check_packed(PProblem& p, const PRef& r, bool plan = false, int node_size = 0) {
   INFO("policy: ", describe<Policy>(), std::string(p.s.zigzag ? ", zigzag" : ", contiguous"),
-       std::string(plan ? ", with a plan" : ""), ", R=", p.R);
-  const PRun rr = run_packed<Policy>(p, POpts{plan, {}});
+       std::string(plan ? ", with a plan" : ""), ", R=", p.R, ", node size ", node_size);
+  const PRun rr = run_packed<Policy>(p, POpts{plan, {}, node_size});
   for (Status st : rr.plan) REQUIRE(st == Status::kSuccess);
   for (Status st : rr.fwd) REQUIRE(st == Status::kSuccess);
   for (Status st : rr.bwd) REQUIRE(st == Status::kSuccess);
@@ -394,6 +396,24 @@ TEST_CASE("packed + zigzag: R=1..5, every schedule and decay equals each documen
     every_schedule<decay::None>(R, true, 11030 + std::uint32_t(R));
     every_schedule<decay::PerHead>(R, true, 11040 + std::uint32_t(R));
     every_schedule<decay::Gate>(R, true, 11050 + std::uint32_t(R));
+  }
+}
+
+TEST_CASE("packed and zigzag with schedule::Hierarchical on nodes of 2 and 3 ranks (gates) equal each document") {
+  using H = PP<decay::Gate, schedule::Hierarchical<>>;
+  for (int R : {4, 5, 6}) {
+    for (bool zz : {false, true}) {
+      if (!zz && R > 5) continue;  // contiguous_split has R <= 5
+      PSpec s;
+      s.docs = kDocs;
+      s.zigzag = zz;
+      s.rank_N = zz ? std::vector<index_t>(std::size_t(R), 1200 / R) : contiguous_split(R);
+      s.seed = 11200 + std::uint32_t(R * 2 + zz);
+      PProblem p(s);
+      const PRef r = packed_reference<decay::Gate>(p);
+      for (int g : {2, 3})  // R = 5: no divisor (the fallback, one node)
+        run_and_check_packed<H>(p, r, /*plan=*/zz, g);
+    }
   }
 }
 

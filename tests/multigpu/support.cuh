@@ -176,11 +176,11 @@ struct RankOut {
 /// forward/backward with it (`out.make` is then make_plan's status).
 template <class Policy, class Elem>
 RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic<bool>& failed, Barrier& start,
-                       bool plan = false) {
+                       bool plan = false, int node_size = 0) {
   using Decay = typename Policy::Decay;
   RankOut<Elem> out;
   lasp::comm::Nccl comm;
-  out.make = lasp::comm::Nccl::make(nc, &comm);
+  out.make = lasp::comm::Nccl::make(nc, node_size, &comm);  // node_size: schedule::Hierarchical
   out.nccl_rank = comm.rank();
   out.nccl_size = comm.size();
   DeviceProblem<Elem> dp(p);
@@ -339,7 +339,8 @@ std::string describe_case(const ProblemSpec& s) {
 /// One SP group over the clique `cq` (rank r = device r): forward + backward of a random problem
 /// with spec s (s.R = cq.size()), checked against the whole-sequence reference.
 template <class Policy, class Elem>
-void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {}, bool plan = false) {
+void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {}, bool plan = false,
+                 int node_size = 0) {
   s.R = cq.size();
   REQUIRE_MESSAGE(cq.alive(), "an earlier case of this test aborted the NCCL communicators");
   GlobalProblem<Elem> p(s);
@@ -348,7 +349,7 @@ void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {
   std::atomic<bool> failed{false};
   Barrier start(s.R);
   on_gpu_threads(s.R, [&](int r) {
-    outs[std::size_t(r)] = run_rank<Policy>(p, r, cq.comms[std::size_t(r)], failed, start, plan);
+    outs[std::size_t(r)] = run_rank<Policy>(p, r, cq.comms[std::size_t(r)], failed, start, plan, node_size);
     if (outs[std::size_t(r)].aborted) cq.aborted[std::size_t(r)] = 1;
   });
   check_against_reference<Policy>(p, outs, describe_case<Policy, Elem>(s) + (plan ? " (plan)" : ""));

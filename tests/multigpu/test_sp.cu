@@ -72,6 +72,21 @@ TEST_CASE("multigpu SP, R=2 and 4: schedule::LogScan, every decay") {
   }
 }
 
+// schedule::Hierarchical over NCCL, emulating nodes of 2 GPUs on one host (comm::Nccl's node_size):
+// R = 4 runs the in-node Kogge-Stone, the leaders' scan over 2 nodes and the broadcast; R = 2 with
+// nodes of 2 is the one-node fallback. Compiled; not run yet.
+TEST_CASE("multigpu SP, R=2 and 4: schedule::Hierarchical on nodes of 2, every decay") {
+  for (int R : {2, 4}) {
+    if (skip_unless_gpus(R, "SP Hierarchical")) return;
+    Clique cq(R);
+    using HL = schedule::Hierarchical<schedule::LogScan, schedule::LogScan>;
+    using HC = schedule::Hierarchical<schedule::AllGather, schedule::Chain>;
+    run_sp_case<Policy<decay::None, HL>, lasp::bf16>(cq, base_spec(1430 + std::uint32_t(R)), {}, false, 2);
+    run_sp_case<Policy<decay::PerHead, HL>, lasp::bf16>(cq, base_spec(1440 + std::uint32_t(R)), {}, true, 2);
+    run_sp_case<Policy<decay::Gate, HC>, lasp::bf16>(cq, base_spec(1450 + std::uint32_t(R)), {}, false, 2);
+  }
+}
+
 // schedule::Truncated over NCCL: strong decay (s N > 24 ln 2 on every head: one grouped
 // neighbour shift, sendrecv) and one weak head (falls back to the chain / all-gather).
 TEST_CASE("multigpu SP, R=2 and 4: schedule::Truncated, single hop and fallback") {

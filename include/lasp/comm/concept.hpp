@@ -18,7 +18,12 @@
 //       rank's summary at once with it, and schedule::LogScan runs each of its rounds with it,
 //       else they call send then recv;
 //   Status fork(stream_type, stream_type* side);  Status join(stream_type);
-//       a side stream for the overlapped schedules (ChainOverlap, AllGatherOverlap).
+//       a side stream for the overlapped schedules (ChainOverlap, AllGatherOverlap);
+//   int node_size() const;
+//       the group's ranks sit on nodes (hosts) of node_size() CONTIGUOUS ranks each (ranks
+//       [n g, (n+1) g) share node n); <= 0 = unknown. Used by schedule::Hierarchical only, which
+//       without it (or with a size that does not split the group into equal nodes) runs its
+//       inner scan over the whole group (schedule/hierarchical.hpp). Must be the same on every rank.
 #include "../config.hpp"
 #include <cstddef>
 #include <type_traits>

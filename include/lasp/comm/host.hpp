@@ -43,6 +43,10 @@ class HostGroup {
   explicit HostGroup(int size, std::chrono::milliseconds timeout = std::chrono::milliseconds(0))
       : size_(size), timeout_(timeout), gather_(std::size_t(size > 0 ? size : 0)) {}
   int size() const { return size_; }
+  /// Emulated nodes (schedule::Hierarchical): ranks [n g, (n+1) g) form node n. 0 (the default)
+  /// = unknown. Set it before handing out communicators; every rank sees the same value.
+  void set_node_size(int g) { node_size_ = g; }
+  int node_size() const { return node_size_; }
   /// True once an operation timed out (see the class comment).
   bool broken() const {
     std::lock_guard<std::mutex> lk(mu_);
@@ -57,6 +61,8 @@ class HostGroup {
     Comm(HostGroup* g, int r) : g_(g), r_(r) {}
     int rank() const { return r_; }
     int size() const { return g_->size_; }
+    /// The group's emulated node size (HostGroup::set_node_size; 0 = unknown).
+    int node_size() const { return g_->node_size_; }
     Status send(const float* buf, std::size_t n, int peer, stream_type) {
       if (peer < 0 || peer >= size() || peer == r_) return Status::kCommError;
       std::lock_guard<std::mutex> lk(g_->mu_);
@@ -123,6 +129,7 @@ class HostGroup {
   }
 
   int size_;
+  int node_size_ = 0;
   std::chrono::milliseconds timeout_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -106,13 +106,22 @@ class Nccl {
   /// Wraps `comm`; check status() (kNullPointer for a null comm, kCommError if NCCL refused to
   /// describe the communicator or reports an error, kCudaError without a side stream).
   explicit Nccl(ncclComm_t comm) { status_ = init(comm); }
+  /// The same, with the group's node size (schedule::Hierarchical): ranks [n g, (n+1) g) of the
+  /// SP communicator share node n. NCCL does not say which ranks share a host in a portable way,
+  /// so the caller, who placed the ranks, says it: comm::GroupRanks::make(w, W, sp,
+  /// ranks_per_node, &g) gives g.sp_node_size from the ranks per host. 0 = unknown. No second
+  /// communicator is needed: point-to-point within the SP communicator uses NVLink between ranks
+  /// of one host and the network between hosts.
+  Nccl(ncclComm_t comm, int node_size) : node_size_(node_size) { status_ = init(comm); }
 
   /// Wraps `comm` into *out. kSuccess, kNullPointer, kCommError (rank/size/device queries failed
   /// or the communicator already carries an asynchronous error), or kCudaError (the side stream
   /// could not be created). *out untouched on failure.
-  [[nodiscard]] static Status make(ncclComm_t comm, Nccl* out) {
+  [[nodiscard]] static Status make(ncclComm_t comm, Nccl* out) { return make(comm, 0, out); }
+  /// make() with the group's node size (see the two-argument constructor).
+  [[nodiscard]] static Status make(ncclComm_t comm, int node_size, Nccl* out) {
     if (!out) return Status::kNullPointer;
-    Nccl c(comm);
+    Nccl c(comm, node_size);
     if (c.status_ != Status::kSuccess) return c.status_;
     *out = c;
     return Status::kSuccess;
@@ -121,6 +130,8 @@ class Nccl {
   [[nodiscard]] Status status() const { return status_; }
   int rank() const { return rank_; }
   int size() const { return size_; }
+  /// Ranks per node of the group as given at construction (0 = unknown): schedule::Hierarchical.
+  int node_size() const { return node_size_; }
   /// The CUDA device of the communicator (streams passed in must belong to it).
   int device() const { return device_; }
   ncclComm_t handle() const { return comm_; }
@@ -221,7 +232,7 @@ class Nccl {
   }
 
   ncclComm_t comm_ = nullptr;
-  int rank_ = 0, size_ = 0, device_ = -1;
+  int rank_ = 0, size_ = 0, device_ = -1, node_size_ = 0;
   std::shared_ptr<detail::SideStream> side_;
   Status status_ = Status::kCommError;
 };
@@ -239,6 +250,9 @@ class Nccl {
 ///   ncclComm_t sp_comm, dp_comm;
 ///   if (lasp::comm::split_sp_dp(world, 4, &sp_comm, &dp_comm) != lasp::Status::kSuccess) ...;
 ///   lasp::comm::Nccl comm(sp_comm);   // the SP group for lasp::forward/backward
+///   // SP groups spanning hosts (schedule::Hierarchical): say where the nodes are, e.g.
+///   //   lasp::comm::GroupRanks g; GroupRanks::make(w, W, 4, ranks_per_host, &g);
+///   //   lasp::comm::Nccl comm(sp_comm, g.sp_node_size);
 ///   ...                               // gradients of parameters: reduce over `world`
 ///   ncclCommDestroy(dp_comm); ncclCommDestroy(sp_comm);
 ///

@@ -12,7 +12,7 @@ LASP_NAMESPACE_BEGIN
 /// Compile-time choices for one linear-attention layer:
 ///   Decay_    decay::None | decay::PerHead | decay::Gate
 ///   Schedule_ schedule::Auto (default: Truncated<AllGather>) | Chain | AllGather | Truncated<F> |
-///             LogScan | ChainOverlap | AllGatherOverlap
+///             LogScan | Hierarchical<Inner, Outer> | ChainOverlap | AllGatherOverlap
 ///   Caching_  caching::Recompute | caching::Cache
 ///   Tile_     tile::Auto | tile::Tile<C, Warps, Segments>
 template <class Decay_, class Schedule_ = schedule::Auto, class Caching_ = caching::Recompute,

@@ -20,7 +20,8 @@
 //   schedules pass StateDims::skip when `out` is a user's buffer, final_state or d_initial_state);
 //   put_status / verdict: the agreement (agree() below).
 // A schedule's messages (which ranks send what, in which order) must depend only on what every
-// rank of the group shares: R, the rank, StateDims::bh/de/single_hop, the decay's kind. Never on
+// rank of the group shares: R, the rank, StateDims::bh/de/single_hop, the decay's kind, the
+// communicator's node_size() (schedule::Hierarchical; the same on every rank). Never on
 // a rank's own data (StateDims::local_hop only by kNeighbourChain schedules, where it changes the
 // order of one rank's own send and receive, not the messages): a rank that refused the call
 // still runs the scan of the group with its own workspace (driver.hpp).
