@@ -218,6 +218,15 @@ TEST_CASE("make_plan: the same status on every rank; N may differ, nothing else 
                   return plain(r, s, c, pl);
                 }),
                 Status::kPeerMismatch));
+  // Truncated over another fallback (different messages): its name differs, so the plans do.
+  CHECK(all_are(plan_all([&](int r, Shape& s, auto& c, Plan<PA, float>& pl) -> Status {
+                  if (r == 2) {
+                    Plan<P<schedule::Truncated<schedule::Chain>>, float> other;
+                    return make_plan<P<schedule::Truncated<schedule::Chain>>, float>(s, {slopes.data()}, c, &other);
+                  }
+                  return plain(r, s, c, pl);
+                }),
+                Status::kPeerMismatch));
   CHECK(all_are(plan_all([&](int r, Shape& s, auto& c, Plan<PA, float>& pl) -> Status {
                   if (r == 0) {
                     Plan<PA, bf16> other;

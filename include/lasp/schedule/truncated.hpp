@@ -17,15 +17,24 @@
 //    plan no rank can know its peers' verdicts (the device verdict cannot be read without
 //    synchronising), so the fallback runs; with a plan and all ranks strong, every rank shifts
 //    its summary to its neighbour at once (one grouped sendrecv per rank).
+#include <type_traits>
 #include "all_gather.hpp"
 #include "common.hpp"
 
 LASP_NAMESPACE_BEGIN
 namespace schedule {
 
+struct Chain;
+struct LogScan;
+
 template <class Fallback = AllGather>
 struct Truncated {
-  static constexpr const char* kName = "truncated";
+  // The fallback is part of the name: describe<Policy>() is what make_plan compares across
+  // ranks, and Truncated<Chain> / Truncated<AllGather> send different messages.
+  static constexpr const char* kName = std::is_same_v<Fallback, AllGather> ? "truncated(all-gather)"
+                                       : std::is_same_v<Fallback, Chain>   ? "truncated(chain)"
+                                       : std::is_same_v<Fallback, LogScan> ? "truncated(log-scan)"
+                                                                           : "truncated(other)";
   static constexpr bool kOverlapBackward = false;
   static constexpr bool kGathers = Fallback::kGathers;
   static constexpr bool kNeighbourChain = Fallback::kNeighbourChain;
