@@ -92,5 +92,23 @@ Status shift(Comm& comm, const float* sbuf, int dst, float* rbuf, int src, std::
   }
 }
 
+/// forward / backward / suffix_sum of a schedule that is one exclusive scan over virtual ranks
+/// (LogScan, Hierarchical): Derived::scan<Backend>(comm, d, X, out, init, fin, tmp, gathered,
+/// reverse, stream) with X = [A | L] forward (out = P, fin = final state) and [A | M] backward
+/// over reversed ranks (out = G, init = dS_final, fin = d_init = A_0 G_0 + M_0).
+template <class Derived>
+struct ScanSchedule {
+  template <class Backend, class Comm, class Stream>
+  static Status forward(Comm& comm, StateDims d, const float* AL, float* P, const float* init, float* final_state,
+                        float* tmp, float* gathered, Stream s) {
+    return Derived::template scan<Backend>(comm, d, AL, P, init, final_state, tmp, gathered, false, s);
+  }
+  template <class Backend, class Comm, class Stream>
+  static Status backward(Comm& comm, StateDims d, const float* AM, float* G, const float* d_final, float* d_init,
+                         float* tmp, float* gathered, Stream s) {
+    return Derived::template scan<Backend>(comm, d, AM, G, d_final, d_init, tmp, gathered, true, s);
+  }
+};
+
 }  // namespace schedule
 LASP_NAMESPACE_END

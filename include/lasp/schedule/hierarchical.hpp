@@ -148,7 +148,7 @@ class Leaders {
 /// Inner (inside a node) = LogScan (Kogge-Stone) or AllGather (direct exchange with every later
 /// rank of the node); Outer (over one rank per node) = LogScan or Chain.
 template <class Inner = LogScan, class Outer = LogScan>
-struct Hierarchical {
+struct Hierarchical : ScanSchedule<Hierarchical<Inner, Outer>> {
   static_assert(std::is_same_v<Inner, LogScan> || std::is_same_v<Inner, AllGather>,
                 "Hierarchical<Inner, Outer>: Inner is schedule::LogScan or schedule::AllGather");
   static_assert(std::is_same_v<Outer, LogScan> || std::is_same_v<Outer, Chain>,
@@ -233,20 +233,6 @@ struct Hierarchical {
     return Status::kSuccess;
   }
 
-  /// Forward: P = state entering this rank; final_state (last rank) = A_{R-1} P_{R-1} + L_{R-1}.
-  template <class Backend, class Comm, class Stream>
-  static Status forward(Comm& comm, StateDims d, const float* AL, float* P, const float* init, float* final_state,
-                        float* tmp, float* gathered, Stream s) {
-    return scan<Backend>(comm, d, AL, P, init, final_state, tmp, gathered, false, s);
-  }
-
-  /// Backward: G = gradient of the state leaving this rank (dS_final folded into the last rank's
-  /// M); d_init (rank 0) = A_0 G_0 + M_0.
-  template <class Backend, class Comm, class Stream>
-  static Status backward(Comm& comm, StateDims d, const float* AM, float* G, const float* d_final, float* d_init,
-                         float* tmp, float* gathered, Stream s) {
-    return scan<Backend>(comm, d, AM, G, d_final, d_init, tmp, gathered, true, s);
-  }
 
   /// Gates' reverse sum of B*H scalars: one all-gather over the group, as Chain and LogScan do.
   template <class Backend, class Comm, class Stream>

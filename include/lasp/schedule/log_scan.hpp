@@ -45,7 +45,7 @@ namespace schedule {
 /// Log-depth (Kogge-Stone) exclusive scan over ranks: ceil(log2 R) rounds of one neighbour
 /// exchange each (distances 1, 2, 4, ...), any R >= 1. Uses two summaries of the gathered
 /// scratch (kGathers reserves R of them).
-struct LogScan {
+struct LogScan : ScanSchedule<LogScan> {
   static constexpr const char* kName = "log-scan";
   static constexpr bool kOverlapBackward = false;
   static constexpr bool kGathers = true;  // scratch: 2 summaries of `gathered` (R >= 2)
@@ -105,20 +105,6 @@ struct LogScan {
     return Status::kSuccess;
   }
 
-  /// Forward: P = state entering this rank; final_state (last rank) = A_{R-1} P_{R-1} + L_{R-1}.
-  template <class Backend, class Comm, class Stream>
-  static Status forward(Comm& comm, StateDims d, const float* AL, float* P, const float* init, float* final_state,
-                        float* tmp, float* gathered, Stream s) {
-    return scan<Backend>(comm, d, AL, P, init, final_state, tmp, gathered, false, s);
-  }
-
-  /// Backward: G = gradient of the state leaving this rank (dS_final on the last rank, folded into
-  /// its summary as M'_{R-1} = A_{R-1} dS_final + M_{R-1}); d_init (rank 0) = A_0 G_0 + M_0.
-  template <class Backend, class Comm, class Stream>
-  static Status backward(Comm& comm, StateDims d, const float* AM, float* G, const float* d_final, float* d_init,
-                         float* tmp, float* gathered, Stream s) {
-    return scan<Backend>(comm, d, AM, G, d_final, d_init, tmp, gathered, true, s);
-  }
 
   /// Gates' reverse sum of B*H scalars: one all-gather, as Chain does.
   template <class Backend, class Comm, class Stream>
