@@ -107,8 +107,8 @@ struct BwdDkDv {
               if ((lane & 3) == 0) { sm.kdk[m0 + gid] = d0; sm.kdk[m0 + gid + 8] = d1; }
             }
           }
-          __syncthreads();
           if constexpr (Decay::kHasGradient) {
+            __syncthreads();  // every warp's k.dk rows are in sm.kdk
             if (warp == 0) {  // reverse inclusive scan of dc over this chunk's rows, plus the carry
               constexpr int kPer = (C + 31) / 32;
               float v[kPer], run = 0.f;
@@ -134,10 +134,11 @@ struct BwdDkDv {
               carry += __shfl_sync(0xffffffffu, tot, 0);
             }
           }
-          // dS <- exp(G) dS + scale (diag(exp(g)) Q)^T dO
-          scale_rows_from_start<C, D, kThreads>(sm.q, g, p.scale, tid);
-          __syncthreads();
-          update_state<C, D, E>(dS, __expf(G), sm.q, warp * (D / 4), sm.dO, 0, lane);
+          // dS <- exp(G) dS + scale (diag(exp(g)) Q)^T dO, the weights applied to the A fragments
+          // in registers (the same bf16 roundings as scaling the tile in shared memory, without a
+          // pass over it and two barriers). Nothing here reads another warp's results: sm.p rows
+          // are per warp, sm.q and sm.dO are read-only until the walk's closing barrier.
+          update_state<C, D, E>(dS, __expf(G), sm.q, warp * (D / 4), sm.dO, 0, lane, FromStartScale{g, p.scale});
         });
     if constexpr (Decay::kHasGradient) {
       if (tid == 0) p.seg_dc[sidx] = carry;

@@ -28,6 +28,39 @@ LASP_DEVICE index_t imin(index_t a, index_t b) { return a < b ? a : b; }
 
 LASP_DEVICE std::uint32_t smem_u32(const void* p) { return static_cast<std::uint32_t>(__cvta_generic_to_shared(p)); }
 
+/// Shared-memory byte addresses of one thread's elements (r0 + R, c0 + C) of a Swz<Cols> tile of
+/// 16-bit elements, for a runtime (r0, c0) and offsets (R, C) that are compile-time constants
+/// once the caller's loops are unrolled, with R % 8 == 0 and C % 8 == 0.
+///
+/// Why: computing Swz::off per access cost ~6 integer instructions per ldmatrix / store (ncu,
+/// sm_80 kernels on H200: IMAD, LOP3, LEA, SHF were 40% of all instructions, HMMA 10-13%).
+/// R % 8 == 0 leaves r & 7 (the swizzle key) unchanged, and for a chunk index x = c0 / 8 + C / 8
+/// written as x0 + b + 8a (b = (C / 8) % 8), the physical chunk is phys(x0 + b) + 8a. So eight
+/// per-thread bases (one per b; the compiler drops those a caller never uses) turn every access
+/// into base[b] + an immediate: LDSM / STS take [register + immediate] addresses.
+template <int Cols>
+struct SwzAddr {
+  std::uint32_t base[8];
+  LASP_DEVICE SwzAddr(const void* tile, int r0, int c0) {
+    const std::uint32_t t = smem_u32(tile);
+    #pragma unroll
+    for (int b = 0; b < 8; ++b) {
+      const int x = (c0 >> 3) + b;
+      base[b] = t + 2u * std::uint32_t(r0 * Cols + ((((x ^ r0) & 7) | (x & ~7)) << 3) + (c0 & 7));
+    }
+  }
+  /// Byte address of element (r0 + R, c0 + C); R, C must fold to constants (unrolled loops).
+  LASP_DEVICE std::uint32_t at(int R, int C) const {
+    return base[(C >> 3) & 7] + 2u * std::uint32_t(R * Cols + ((C >> 6) << 6));
+  }
+};
+
+LASP_DEVICE void cp_async16(std::uint32_t smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0));
+}
+LASP_DEVICE void st_shared_u128(std::uint32_t a, std::uint32_t x, std::uint32_t y, std::uint32_t z, std::uint32_t w) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(x), "r"(y), "r"(z), "r"(w) : "memory");
+}
 LASP_DEVICE void cp_async16(void* smem, const void* gmem, bool valid) {
   // src-size 0 zero-fills the 16 bytes: padded rows of a tail chunk read as zeros.
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
@@ -42,31 +75,61 @@ LASP_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n
 /// sources are copied with cp.async; fp32 sources are read into registers and rounded to the
 /// tile's type (their loads complete before the tile is stored, so they do not overlap).
 /// Layout::off(r, c) places an element (Swz here; sm_90's wgmma atoms elsewhere).
+///
+/// Each thread keeps one 16-byte column slot and steps down the rows by Threads / (Cols / 8), a
+/// compile-time trip count: a loop starting at tid with a runtime bound was not unrolled and cost
+/// ~15 integer instructions (and spills) per cp.async.
 template <int Rows, int Cols, int Threads, class Layout = Swz<Cols>, class T, class G>
 LASP_DEVICE void load_tile_async(T* s, const G* g, index_t ld, int valid_rows, int tid) {
   static_assert(sizeof(T) == 2, "16-bit tiles");
-  constexpr int kChunks = Rows * Cols / 8;
+  constexpr int kPerRow = Cols / 8;  // 16-byte pieces per row
+  static_assert(Threads % kPerRow == 0, "every thread keeps its column slot");
+  constexpr int kRowStep = Threads / kPerRow;
+  constexpr int kIters = (Rows + kRowStep - 1) / kRowStep;
+  const int r0 = tid / kPerRow, c = (tid % kPerRow) * 8;
+  const G* src = g + index_t(r0) * ld + c;
+  const index_t step = index_t(kRowStep) * ld;
+  constexpr bool kSwz = std::is_same_v<Layout, Swz<Cols>> && kRowStep % 8 == 0;
+  const SwzAddr<Cols> dst(s, r0, c);  // used when kSwz (dead code otherwise)
   #pragma unroll
-  for (int i = tid; i < kChunks; i += Threads) {
-    const int r = i / (Cols / 8), c = (i % (Cols / 8)) * 8;
+  for (int k = 0; k < kIters; ++k) {
+    const int r = r0 + k * kRowStep;
+    if (Rows % kRowStep != 0 && r >= Rows) break;
     const bool ok = r < valid_rows;
+    const std::uint32_t d = kSwz ? dst.at(k * kRowStep, 0) : smem_u32(s + Layout::off(r, c));
     if constexpr (std::is_same_v<G, T>) {
-      cp_async16(s + Layout::off(r, c), g + (ok ? index_t(r) * ld + c : 0), ok);
+      cp_async16(d, ok ? src + k * step : g, ok);
     } else {
       static_assert(std::is_same_v<G, float>, "16-bit tiles load from the same type or from fp32");
       float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
       if (ok) {
-        a = *reinterpret_cast<const float4*>(g + index_t(r) * ld + c);
-        b = *reinterpret_cast<const float4*>(g + index_t(r) * ld + c + 4);
+        a = *reinterpret_cast<const float4*>(src + k * step);
+        b = *reinterpret_cast<const float4*>(src + k * step + 4);
       }
-      uint4 v;
-      v.x = MmaOp<T>::pack(a.x, a.y); v.y = MmaOp<T>::pack(a.z, a.w);
-      v.z = MmaOp<T>::pack(b.x, b.y); v.w = MmaOp<T>::pack(b.z, b.w);
-      *reinterpret_cast<uint4*>(s + Layout::off(r, c)) = v;
+      st_shared_u128(d, MmaOp<T>::pack(a.x, a.y), MmaOp<T>::pack(a.z, a.w), MmaOp<T>::pack(b.x, b.y),
+                     MmaOp<T>::pack(b.z, b.w));
     }
   }
 }
 
+LASP_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t a) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+LASP_DEVICE void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::uint32_t a) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+LASP_DEVICE void st_shared_u32(std::uint32_t a, std::uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a), "r"(v) : "memory");
+}
+LASP_DEVICE std::uint32_t ld_shared_u32(std::uint32_t a) {
+  std::uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
+  return v;
+}
 LASP_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -139,19 +202,29 @@ template <int MT, int NT, int K, bool A_KM, bool B_KN, int ColsA, int ColsB, cla
 LASP_DEVICE void warp_mma(float (&acc)[MT][NT][4], const Op* sA, int m0, const Op* sB, int n0, int lane,
                           KScale kscale = {}) {
   static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time.");
+  // A diag(w) B = A (diag(w) B): the weights go on whichever operand has fewer values per k-step
+  // (A: 8 per m-tile, B: 4 per n-tile); e.g. FwdOutput's state update weights its 32-column
+  // slice of V rather than all 128 rows of K^T (4x fewer multiplies and repacks).
+  constexpr bool kScaleB = NT < 2 * MT;
   const int i8 = lane & 7, mat = lane >> 3, t4 = lane & 3;
+  // Runtime parts of the fragment coordinates; the unrolled k0, i, j parts are multiples of 8
+  // rows / 16 columns (SwzAddr). m0, n0 are multiples of 8 in every caller.
+  const SwzAddr<ColsA> pa = !A_KM ? SwzAddr<ColsA>(sA, m0 + (lane & 15), (lane >> 4) * 8)
+                                  : SwzAddr<ColsA>(sA, i8 + (mat >> 1) * 8, m0 + (mat & 1) * 8);
+  const SwzAddr<ColsB> pb = !B_KN ? SwzAddr<ColsB>(sB, n0 + i8 + (mat >> 1) * 8, (mat & 1) * 8)
+                                  : SwzAddr<ColsB>(sB, i8 + (mat & 1) * 8, n0 + (mat >> 1) * 8);
   #pragma unroll
   for (int k0 = 0; k0 < K; k0 += 16) {
     std::uint32_t a[MT][4];
     #pragma unroll
     for (int i = 0; i < MT; ++i) {
       if constexpr (!A_KM) {
-        ldmatrix_x4(a[i], sA + Swz<ColsA>::off(m0 + 16 * i + (lane & 15), k0 + (lane >> 4) * 8));
+        ldmatrix_x4(a[i], pa.at(16 * i, k0));
       } else {
-        ldmatrix_x4_trans(a[i], sA + Swz<ColsA>::off(k0 + i8 + (mat >> 1) * 8, m0 + 16 * i + (mat & 1) * 8));
+        ldmatrix_x4_trans(a[i], pa.at(k0, 16 * i));
       }
     }
-    if constexpr (!std::is_same_v<KScale, NoKScale>) {
+    if constexpr (!std::is_same_v<KScale, NoKScale> && !kScaleB) {
       // A <- A diag(w): registers 0,1 hold k = k0 + 2 t4 + {0,1}, registers 2,3 hold k + 8.
       const float w0 = kscale(k0 + 2 * t4), w1 = kscale(k0 + 2 * t4 + 1);
       const float w2 = kscale(k0 + 8 + 2 * t4), w3 = kscale(k0 + 9 + 2 * t4);
@@ -168,9 +241,19 @@ LASP_DEVICE void warp_mma(float (&acc)[MT][NT][4], const Op* sA, int m0, const O
     for (int j = 0; j < NT; j += 2) {
       std::uint32_t b[4];
       if constexpr (!B_KN) {
-        ldmatrix_x4(b, sB + Swz<ColsB>::off(n0 + 8 * j + i8 + (mat >> 1) * 8, k0 + (mat & 1) * 8));
+        ldmatrix_x4(b, pb.at(8 * j, k0));
       } else {
-        ldmatrix_x4_trans(b, sB + Swz<ColsB>::off(k0 + i8 + (mat & 1) * 8, n0 + 8 * j + (mat >> 1) * 8));
+        ldmatrix_x4_trans(b, pb.at(k0, 8 * j));
+      }
+      if constexpr (!std::is_same_v<KScale, NoKScale> && kScaleB) {
+        // B <- diag(w) B: registers 0, 2 hold k = k0 + 2 t4 + {0,1}, registers 1, 3 hold k + 8.
+        const float w0 = kscale(k0 + 2 * t4), w1 = kscale(k0 + 2 * t4 + 1);
+        const float w2 = kscale(k0 + 8 + 2 * t4), w3 = kscale(k0 + 9 + 2 * t4);
+        float2 x;
+        x = MmaOp<Op>::unpack(b[0]); b[0] = MmaOp<Op>::pack(x.x * w0, x.y * w1);
+        x = MmaOp<Op>::unpack(b[2]); b[2] = MmaOp<Op>::pack(x.x * w0, x.y * w1);
+        x = MmaOp<Op>::unpack(b[1]); b[1] = MmaOp<Op>::pack(x.x * w2, x.y * w3);
+        x = MmaOp<Op>::unpack(b[3]); b[3] = MmaOp<Op>::pack(x.x * w2, x.y * w3);
       }
       #pragma unroll
       for (int i = 0; i < MT; ++i) {
@@ -247,11 +330,12 @@ LASP_DEVICE std::uint32_t movmatrix_trans(std::uint32_t x) {
 template <int MT, int NT, int KT, int ColsA, class Op>
 LASP_DEVICE void mma_a_sreg(float (&acc)[MT][NT][4], const Op* sA, const float (&S)[KT][NT][4], int lane,
                             Fp16Range range = {}) {
+  const SwzAddr<ColsA> pa(sA, lane & 15, (lane >> 4) * 8);
   #pragma unroll
   for (int kt = 0; kt < KT; ++kt) {
     std::uint32_t a[MT][4];
     #pragma unroll
-    for (int i = 0; i < MT; ++i) ldmatrix_x4(a[i], sA + Swz<ColsA>::off(16 * i + (lane & 15), 16 * kt + (lane >> 4) * 8));
+    for (int i = 0; i < MT; ++i) ldmatrix_x4(a[i], pa.at(16 * i, 16 * kt));
     #pragma unroll
     for (int j = 0; j < NT; ++j) {
       const std::uint32_t b0 = movmatrix_trans(range.pack<Op>(S[kt][j][0], S[kt][j][1]));
@@ -268,11 +352,12 @@ LASP_DEVICE void mma_a_sreg(float (&acc)[MT][NT][4], const Op* sA, const float (
 template <int MT, int NQ, int KT, int ColsA, class Op>
 LASP_DEVICE void mma_a_streg(float (&acc)[MT][NQ][4], const Op* sA, const float (&S)[NQ / 2][2 * KT][4], int lane,
                              Fp16Range range = {}) {
+  const SwzAddr<ColsA> pa(sA, lane & 15, (lane >> 4) * 8);
   #pragma unroll
   for (int kk = 0; kk < KT; ++kk) {
     std::uint32_t a[MT][4];
     #pragma unroll
-    for (int i = 0; i < MT; ++i) ldmatrix_x4(a[i], sA + Swz<ColsA>::off(16 * i + (lane & 15), 16 * kk + (lane >> 4) * 8));
+    for (int i = 0; i < MT; ++i) ldmatrix_x4(a[i], pa.at(16 * i, 16 * kk));
     #pragma unroll
     for (int jn = 0; jn < NQ; ++jn) {
       const int i = jn / 2, hf = (jn % 2) * 2;
@@ -298,15 +383,15 @@ LASP_DEVICE void zero_acc(float (&acc)[MT][NT][4]) {
 template <int MT, int NT, int Cols, class Op, class RowScale>
 LASP_DEVICE void store_acc(Op* s, const float (&acc)[MT][NT][4], int m0, int n0, int lane, RowScale rs) {
   const int gid = lane >> 2, t4 = lane & 3;
+  const SwzAddr<Cols> ps(s, m0 + gid, n0 + 2 * t4);  // n0 % 8 == 0
   #pragma unroll
   for (int i = 0; i < MT; ++i) {
     const int r0 = m0 + 16 * i + gid, r1 = r0 + 8;
     const float f0 = rs(r0), f1 = rs(r1);
     #pragma unroll
     for (int j = 0; j < NT; ++j) {
-      const int c = n0 + 8 * j + 2 * t4;
-      *reinterpret_cast<std::uint32_t*>(s + Swz<Cols>::off(r0, c)) = MmaOp<Op>::pack(acc[i][j][0] * f0, acc[i][j][1] * f0);
-      *reinterpret_cast<std::uint32_t*>(s + Swz<Cols>::off(r1, c)) = MmaOp<Op>::pack(acc[i][j][2] * f1, acc[i][j][3] * f1);
+      st_shared_u32(ps.at(16 * i, 8 * j), MmaOp<Op>::pack(acc[i][j][0] * f0, acc[i][j][1] * f0));
+      st_shared_u32(ps.at(16 * i + 8, 8 * j), MmaOp<Op>::pack(acc[i][j][2] * f1, acc[i][j][3] * f1));
     }
   }
 }

@@ -23,6 +23,7 @@ LASP_DEVICE void store_masked(T* sp, const float (&A)[1][C / 8][4], const float*
   const int gid = lane >> 2, t4 = lane & 3;
   const int r0 = m0 + gid, r1 = r0 + 8;
   const float g0 = g[r0], g1 = g[r1];
+  const SwzAddr<C> ps(sp, r0, 2 * t4);
   #pragma unroll
   for (int j = 0; j < C / 8; ++j) {
     const int c = 8 * j + 2 * t4;
@@ -35,8 +36,8 @@ LASP_DEVICE void store_masked(T* sp, const float (&A)[1][C / 8][4], const float*
       w00 = c >= r0 ? scale * __expf(gc0 - g0) : 0.f; w01 = c + 1 >= r0 ? scale * __expf(gc1 - g0) : 0.f;
       w10 = c >= r1 ? scale * __expf(gc0 - g1) : 0.f; w11 = c + 1 >= r1 ? scale * __expf(gc1 - g1) : 0.f;
     }
-    *reinterpret_cast<std::uint32_t*>(sp + Swz<C>::off(r0, c)) = MmaOp<T>::pack(A[0][j][0] * w00, A[0][j][1] * w01);
-    *reinterpret_cast<std::uint32_t*>(sp + Swz<C>::off(r1, c)) = MmaOp<T>::pack(A[0][j][2] * w10, A[0][j][3] * w11);
+    st_shared_u32(ps.at(0, 8 * j), MmaOp<T>::pack(A[0][j][0] * w00, A[0][j][1] * w01));
+    st_shared_u32(ps.at(8, 8 * j), MmaOp<T>::pack(A[0][j][2] * w10, A[0][j][3] * w11));
   }
 }
 
@@ -70,29 +71,19 @@ LASP_DEVICE void store_rows(G* g, index_t ld, const float (&acc)[MT][NT][4], int
   }
 }
 
-/// Scale row i of a swizzled [C][X] tile by f * exp(g_i) (Threads threads take part).
-template <int C, int X, int Threads, class T>
-LASP_DEVICE void scale_rows_from_start(T* s, const float* g, float f, int tid) {
-  for (int i = tid; i < C * X / 8; i += Threads) {
-    const int r = i / (X / 8), c = (i % (X / 8)) * 8;
-    const float w = f * __expf(g[r]);
-    T* p = s + Swz<X>::off(r, c);
-    #pragma unroll
-    for (int e = 0; e < 8; ++e) p[e] = MmaOp<T>::from(MmaOp<T>::to(p[e]) * w);
-  }
-}
-
 /// Row dot products of accumulators (rows m0+gid, m0+gid+8) with a swizzled smem tile; the
 /// result is complete in every lane of the quad.
 template <int NT, int X, class T>
 LASP_DEVICE void row_dots(const float (&A)[1][NT][4], const T* s, int m0, int lane, float& d0, float& d1) {
   const int gid = lane >> 2, t4 = lane & 3;
   d0 = 0.f; d1 = 0.f;
+  const SwzAddr<X> ps(s, m0 + gid, 2 * t4);  // m0 % 8 == 0: rows m0 + gid and + 8 share the swizzle key
   #pragma unroll
   for (int j = 0; j < NT; ++j) {
-    const int c = 8 * j + 2 * t4;
-    d0 += A[0][j][0] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c)]) + A[0][j][1] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid, c + 1)]);
-    d1 += A[0][j][2] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c)]) + A[0][j][3] * MmaOp<T>::to(s[Swz<X>::off(m0 + gid + 8, c + 1)]);
+    const float2 x0 = MmaOp<T>::unpack(ld_shared_u32(ps.at(0, 8 * j)));
+    const float2 x1 = MmaOp<T>::unpack(ld_shared_u32(ps.at(8, 8 * j)));
+    d0 += A[0][j][0] * x0.x + A[0][j][1] * x0.y;
+    d1 += A[0][j][2] * x1.x + A[0][j][3] * x1.y;
   }
   d0 += __shfl_xor_sync(0xffffffffu, d0, 1); d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
   d1 += __shfl_xor_sync(0xffffffffu, d1, 1); d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
