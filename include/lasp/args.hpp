@@ -34,8 +34,9 @@ enum class Sharding : int { kContiguous = 0, kZigzag = 1 };
 ///                     an index of -1: zero). Read on the rank holding the document's first token.
 ///   final_states      optional (docs, H, D, E) fp32 output of forward: the state after each
 ///                     document's last token, written on the rank holding that token (for an
-///                     empty document: the rank holding its position); entries of documents
-///                     written elsewhere are left untouched.
+///                     empty document: the rank holding the token at its position, or for one
+///                     at the very end the rank holding the sequence's last token); entries of
+///                     documents written elsewhere are left untouched.
 ///   d_final_states    optional (docs, H, D, E) fp32 input of backward (gradient of final_states),
 ///                     read where final_states is written.
 ///   d_initial_states  optional (docs, H, D, E) fp32 output of backward: the gradient of each
@@ -59,6 +60,16 @@ struct Packed {
   /// Packed documents given (cu_seqlens or docs set)?
   constexpr bool active() const { return cu_seqlens != nullptr || docs != 0; }
 };
+
+/// Empty shards (plain, packed and zigzag calls; host backend only: backends without
+/// `kEmptyShards`, the CUDA backend among them, refuse N = 0 with kUnsupportedFeature, agreed like
+/// any refusal): a rank may hold no token, shape.N = 0. Its token tensors (q, k, v, o, dout, dq,
+/// dk, dv, dg, gates) are neither read nor written and may be null; it passes the state entering
+/// it on unchanged (summary A = 1, L = 0), and the state gradient likewise; it still takes part in
+/// the call, so rank 0 reads initial_state (d_initial_state written) and the last rank (zigzag:
+/// rank 0) writes final_state (reads d_final_state) even when empty. Documents of a packed call
+/// may cross empty ranks. Every rank empty (no token in the group) is allowed too: final states
+/// are the initial ones. N < 0 is kInvalidShape.
 
 /// Forward: O = scale * causal linear attention of (Q, K, V) with decay, continuing the state
 /// that enters this rank from the ranks before it.

@@ -15,6 +15,7 @@
 #include "backend/host/backend.hpp"
 #include "policy/policy.hpp"
 #include "reference/naive.hpp"
+#include "reference/packed.hpp"
 #include "status.hpp"
 #include "tensor.hpp"
 #include "version.hpp"

@@ -20,6 +20,7 @@
 #include "args.hpp"
 #include "comm/check.hpp"
 #include "config.hpp"
+#include "driver/packed.hpp"
 #include "driver/validate.hpp"
 #include "schedule/hierarchical.hpp"
 #include "schedule/truncated.hpp"
@@ -96,6 +97,7 @@ struct PlanAccess {
   static Status local_status(const Shape& s, int comm_rank, int comm_size, const Plan_* out) {
     if (!out) return Status::kNullPointer;
     LASP_RETURN_IF_ERROR(driver::check_shape(s, comm_size, comm_rank));
+    if (s.N == 0 && !driver::supports_empty<Backend>::value) return Status::kUnsupportedFeature;
     return Backend::template check_common<Policy, T>(s);
   }
   /// This rank's verdict for the group's single hop: the schedule takes it, and the decay

@@ -6,7 +6,8 @@
 LASP_NAMESPACE_BEGIN
 
 /// Problem shape of one SP rank's local segment.
-/// B batch, N local tokens (any N >= 1), H heads, D key dim, E value dim, R the SP group size
+/// B batch, N local tokens (any N >= 1; N = 0, an empty shard, on the host backend: args.hpp),
+/// H heads, D key dim, E value dim, R the SP group size
 /// the caller expects (checked against the communicator).
 struct Shape {
   index_t B = 1, N = 1, H = 1, D = 64, E = 64;

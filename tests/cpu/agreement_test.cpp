@@ -11,6 +11,7 @@
 // the call's messages from its workspace (driver.hpp's refuse()). That is the path device
 // communicators take, run here on the CPU.
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -47,6 +48,18 @@ struct Deferred : backend::host::Backend {
     return slot(c) ? Status::kSuccess : Base::add_dg_suffix<Policy>(a, suffix, c);
   }
   static Status mark_forwarded(const Shape& s, Ctx& c) { return slot(c) ? Status::kSuccess : Base::mark_forwarded(s, c); }
+};
+
+/// Deferred without empty shards: a backend in the CUDA backend's place for N = 0 (refused with
+/// kUnsupportedFeature; its regions are never carved for N < 1, as the CUDA backend's segment
+/// split would divide by zero).
+struct NoEmpty : Deferred {
+  static constexpr bool kEmptyShards = false;
+  template <class Policy, class T>
+  static Regions carve(const Shape& s, Carver& reserve, Carver& scratch) {
+    if (s.N < 1) std::abort();
+    return Deferred::carve<Policy, T>(s, reserve, scratch);
+  }
 };
 
 enum class Pass { kForward, kBackward };
@@ -208,6 +221,7 @@ void run_case(const ProblemSpec& spec, const std::vector<float>& slopes, bool pl
     if (n == "workspace one byte short") w.bytes -= 1;
     if (n == "null workspace") w.ptr = nullptr;
     if (n == "R differs") a.shape.R = R + 1;
+    if (n == "N = -1") a.shape.N = -1;
     if (n == "N = 0") a.shape.N = 0;
   };
   auto mutate_bwd = [&](auto& a, Workspace& w) {
@@ -217,6 +231,7 @@ void run_case(const ProblemSpec& spec, const std::vector<float>& slopes, bool pl
     if (n == "d_initial_state over dq") a.d_initial_state = a.dq.ptr;
     if (n == "misaligned d_final_state") a.d_final_state += 1;
     if (n == "null dg") a.dg.ptr = nullptr;
+    if (n == "N = 0") a.shape.N = 0;
     if (n == "negative slope") {
       if constexpr (std::is_same_v<Decay, decay::PerHead>) a.decay.slopes = bad_slopes.data();
     }
@@ -280,7 +295,7 @@ std::vector<Kind> kinds_for(bool per_head, bool gate, bool single_hop_plan) {
       {"workspace one byte short", Pass::kForward, Status::kWorkspaceTooSmall, Status::kWorkspaceTooSmall, Where::kAny, true},
       {"null workspace", Pass::kForward, Status::kNullPointer, Status::kNullPointer, Where::kAny, true},
       {"R differs", Pass::kForward, Status::kSpSizeMismatch, M},
-      {"N = 0", Pass::kForward, Status::kInvalidShape, M},
+      {"N = -1", Pass::kForward, Status::kInvalidShape, M},
       {"null dq", Pass::kBackward, Status::kNullPointer, Status::kNullPointer},
       {"dk over dq", Pass::kBackward, Status::kOverlap, Status::kOverlap},
       {"d_initial_state over dq", Pass::kBackward, Status::kOverlap, Status::kOverlap, Where::kFirst},
@@ -358,6 +373,42 @@ TEST_CASE("agreement, device-style verdict (deferred): every rank records the re
   every_kind<Head<schedule::Auto>, Deferred>(4800, kStrong, true);
   every_kind<Gated<schedule::Chain>, Deferred>(4900, kStrong, false);
   every_kind<Gated<schedule::Auto>, Deferred>(5000, kStrong, false);
+}
+
+TEST_CASE("agreement: N = 0 on a backend without empty shards (the CUDA backend's case) is kUnsupportedFeature everywhere") {
+  // Forward and backward without a plan: the empty rank refuses, its peers record the verdict,
+  // nothing is written, the next call is correct.
+  for (int R = 2; R <= 4; ++R) {
+    ProblemSpec s;
+    s.B = 1, s.H = 2, s.D = 8, s.E = 8, s.R = R, s.scale = 0.5f, s.seed = 5200 + std::uint32_t(R);
+    s.rank_N = std::vector<index_t>{19, 23, 20, 25};
+    s.rank_N.resize(std::size_t(R));
+    s.N = s.rank_N[0];
+    for (int bad : {0, R / 2, R - 1}) {
+      INFO("R=", R, " empty rank ", bad);
+      run_case<Head<schedule::Chain>, NoEmpty>(
+          s, kStrong, false, {"N = 0", Pass::kForward, Status::kUnsupportedFeature, Status::kPlanMismatch}, bad);
+      run_case<Gated<schedule::Auto>, NoEmpty>(
+          s, kStrong, false, {"N = 0", Pass::kBackward, Status::kUnsupportedFeature, Status::kPlanMismatch}, bad);
+    }
+  }
+  // make_plan's local status (the one every rank then agrees on), can_implement and the
+  // workspace size, which is that of N = 1 (the host backend's own is that of N = 0).
+  using P = Head<schedule::Chain>;
+  const Shape empty{1, 0, 2, 8, 8, 1};
+  Plan<P, float> plan;
+  CHECK(lasp::detail::PlanAccess::local_status<P, NoEmpty, float>(empty, 0, 1, &plan) == Status::kUnsupportedFeature);
+  CHECK(lasp::detail::PlanAccess::local_status<P, Host, float>(empty, 0, 1, &plan) == Status::kSuccess);
+  Shape one = empty;
+  one.N = 1;
+  CHECK(driver::sizes<P, NoEmpty, float>(empty).single() == driver::sizes<P, NoEmpty, float>(one).single());
+  AlignedVec<unsigned char> ws(driver::sizes<P, NoEmpty, float>(empty).single());
+  std::vector<float> slopes = kStrong;
+  const auto none = token_major<const float>(nullptr, 0, 2, 8);  // N = 0: null token tensors
+  ForwardArgs<float, decay::PerHead> fa{empty, none, none, none, token_major<float>(nullptr, 0, 2, 8), 0.5f, {slopes.data()}};
+  comm::HostSingle single;
+  CHECK(driver::can_implement_forward<P, NoEmpty>(fa, single, Workspace{ws.data(), ws.size()}) == Status::kUnsupportedFeature);
+  CHECK(driver::can_implement_forward<P, Host>(fa, single, Workspace{ws.data(), ws.size()}) == Status::kSuccess);
 }
 
 // The issue's example: with Chain, a bad gate on rank 1 used to leave rank 0's message queued

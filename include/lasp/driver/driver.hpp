@@ -100,6 +100,7 @@ Status check_forward_call(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename
   LASP_RETURN_IF_ERROR(Backend::check_memory(a, ws, comm.rank(), comm.size()));
   if (plan) LASP_RETURN_IF_ERROR(plan->check_call(a.shape, comm.rank(), comm.size()));
   LASP_RETURN_IF_ERROR(check_forward(a, comm.size(), comm.rank(), ws));
+  if (a.shape.N == 0 && !supports_empty<Backend>::value) return Status::kUnsupportedFeature;
   LASP_RETURN_IF_ERROR(Backend::template check_forward<Policy>(a));
   LASP_RETURN_IF_ERROR((check_workspace<Policy, Backend, std::remove_const_t<T>>(a.shape, ws)));
   if (layout_mode(a)) {
@@ -122,6 +123,7 @@ Status check_backward_call(PlanPtr<Policy, T> plan, const BackwardArgs<T, typena
   LASP_RETURN_IF_ERROR(Backend::check_memory(a, ws, comm.rank(), comm.size()));
   if (plan) LASP_RETURN_IF_ERROR(plan->check_call(a.shape, comm.rank(), comm.size()));
   LASP_RETURN_IF_ERROR(check_backward(a, comm.size(), comm.rank(), ws));
+  if (a.shape.N == 0 && !supports_empty<Backend>::value) return Status::kUnsupportedFeature;
   LASP_RETURN_IF_ERROR(Backend::template check_backward<Policy>(a));
   LASP_RETURN_IF_ERROR((check_workspace<Policy, Backend, U>(a.shape, ws)));
   if (layout_mode(a)) {

@@ -97,7 +97,11 @@ Layout<typename Backend::Regions> carve(const Shape& s, void* reserve, void* scr
   l.dc = sc.take<float>(2 * std::size_t(l.bh));
   l.dc_gathered = sc.take<float>(std::size_t(l.bh) * R);
   l.words = sc.take<float>(schedule::kStatusFloats * (1 + R));
-  l.backend = Backend::template carve<Policy, T>(s, rc, sc);
+  // Backends without empty shards refuse N = 0 (driver.hpp) and never see it: their regions
+  // (the CUDA backend's segment split divides by the chunks of N) are sized as for N = 1.
+  Shape bs = s;
+  if (!supports_empty<Backend>::value && bs.N < 1) bs.N = 1;
+  l.backend = Backend::template carve<Policy, T>(bs, rc, sc);
   l.sizes = {rc.bytes(), sc.bytes()};
   return l;
 }

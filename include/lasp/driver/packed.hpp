@@ -30,6 +30,15 @@ struct supports_packed : std::false_type {};
 template <class B>
 struct supports_packed<B, std::void_t<decltype(B::kPackedSequences)>> : std::bool_constant<B::kPackedSequences> {};
 
+/// Backends that declare `static constexpr bool kEmptyShards = true` (the host backend) run
+/// calls in which this rank holds no token (Shape::N = 0: the rank passes the incoming state on,
+/// summary A = 1, L = 0); the others refuse them with kUnsupportedFeature (driver.hpp, plan.hpp)
+/// and size their workspace as for N = 1 (layout.hpp).
+template <class B, class = void>
+struct supports_empty : std::false_type {};
+template <class B>
+struct supports_empty<B, std::void_t<decltype(B::kEmptyShards)>> : std::bool_constant<B::kEmptyShards> {};
+
 /// Read access to cu_seqlens (host-readable memory only).
 struct Docs {
   const void* p = nullptr;
@@ -62,8 +71,12 @@ struct Docs {
 };
 
 /// One virtual segment of this rank: local rows [n0, n1), the first at global position g0.
+/// `ends`: the segment that ends the group's sequence, i.e. the last non-empty virtual segment in
+/// global order (rank 0's first segment when the group holds no token); the empty documents at
+/// the position `total` are placed there, on exactly one rank even when the last ranks are empty.
 struct Segment {
   index_t n0 = 0, n1 = 0, g0 = 0;
+  bool ends = false;
 };
 
 /// Where this rank's tokens sit in the group's sequence (exchange_geometry): its segments (1, or
@@ -227,6 +240,14 @@ Status exchange_geometry(Comm& comm, const Args& a, Stream stream, Geometry* g) 
     out.seg[0] = {0, half, front};
     out.seg[1] = {half, a.shape.N, back};
   }
+  // Segment::ends: the last non-empty virtual segment (contiguous: ranks 0..R-1; zigzag: fronts
+  // of ranks 0..R-1, then backs of ranks R-1..0).
+  int end_rank = 0, end_seg = 0;
+  for (int v = 0; v < (zz ? 2 * R : R); ++v) {
+    const int j = v < R ? v : 2 * R - 1 - v;
+    if ((zz ? N[std::size_t(j)] / 2 : N[std::size_t(j)]) > 0) end_rank = j, end_seg = v < R ? 0 : 1;
+  }
+  if (r == end_rank) out.seg[end_seg].ends = true;
   if (packed) {
     if (d.total() != out.total) return Status::kInvalidOffsets;
     out.packed = true;

@@ -21,16 +21,17 @@ struct Extent {
 };
 inline bool overlaps(Extent a, Extent b) { return !a.empty() && !b.empty() && a.lo < b.hi && b.lo < a.hi; }
 
+/// (Empty for a null view or a shape without rows: N = 0 on an empty shard.)
 template <class T>
 Extent extent(const Tensor<T>& t, const Shape& s, index_t X) {
-  if (!t.ptr) return {};
+  if (!t.ptr || s.B < 1 || s.N < 1 || s.H < 1) return {};
   const auto base = reinterpret_cast<std::uintptr_t>(t.ptr);
   const index_t last = (s.B - 1) * t.stride_b + (s.N - 1) * t.stride_n + (s.H - 1) * t.stride_h + X;
   return {base, base + std::uintptr_t(last) * sizeof(T)};
 }
 template <class G>
 Extent gate_extent(const G& t, const Shape& s) {
-  if (!t.ptr) return {};
+  if (!t.ptr || s.B < 1 || s.N < 1 || s.H < 1) return {};
   const auto base = reinterpret_cast<std::uintptr_t>(t.ptr);
   const index_t last = (s.B - 1) * t.stride_b + (s.N - 1) * t.stride_n + (s.H - 1) * t.stride_h + 1;
   return {base, base + std::uintptr_t(last) * sizeof(float)};
@@ -139,8 +140,10 @@ bool aligned16(const Tensor<T>& t) {
 }
 inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
+/// N = 0 (an empty shard: this rank holds no token) passes here; backends that cannot run it
+/// refuse it afterwards (packed.hpp supports_empty).
 inline Status check_shape(const Shape& s, int comm_size, int comm_rank) {
-  if (s.B < 1 || s.N < 1 || s.H < 1 || s.D < 1 || s.E < 1 || s.R < 1) return Status::kInvalidShape;
+  if (s.B < 1 || s.N < 0 || s.H < 1 || s.D < 1 || s.E < 1 || s.R < 1) return Status::kInvalidShape;
   if (comm_size != s.R) return Status::kSpSizeMismatch;
   if (comm_rank < 0 || comm_rank >= comm_size) return Status::kInvalidRank;
   return Status::kSuccess;
@@ -152,7 +155,8 @@ template <class Decay, class T>
 Status check_forward(const ForwardArgs<T, Decay>& a, int comm_size, int comm_rank, const Workspace& ws) {
   const Shape& s = a.shape;
   LASP_RETURN_IF_ERROR(check_shape(s, comm_size, comm_rank));
-  if (!a.q.ptr || !a.k.ptr || !a.v.ptr || !a.o.ptr || !ws.ptr) return Status::kNullPointer;
+  // N = 0: the token tensors are neither read nor written and may be null.
+  if (!ws.ptr || (s.N > 0 && (!a.q.ptr || !a.k.ptr || !a.v.ptr || !a.o.ptr))) return Status::kNullPointer;
   if (!strides_ok(a.q, s, s.D, false) || !strides_ok(a.k, s, s.D, false) || !strides_ok(a.v, s, s.E, false) ||
       !strides_ok(a.o, s, s.E, true))
     return Status::kInvalidShape;
@@ -189,10 +193,11 @@ template <class Decay, class T>
 Status check_backward(const BackwardArgs<T, Decay>& a, int comm_size, int comm_rank, const Workspace& ws) {
   const Shape& s = a.shape;
   LASP_RETURN_IF_ERROR(check_shape(s, comm_size, comm_rank));
-  if (!a.q.ptr || !a.k.ptr || !a.v.ptr || !a.dout.ptr || !a.dq.ptr || !a.dk.ptr || !a.dv.ptr || !ws.ptr)
+  // N = 0: the token tensors (and dg) are neither read nor written and may be null.
+  if (!ws.ptr || (s.N > 0 && (!a.q.ptr || !a.k.ptr || !a.v.ptr || !a.dout.ptr || !a.dq.ptr || !a.dk.ptr || !a.dv.ptr)))
     return Status::kNullPointer;
   if constexpr (Decay::kHasGradient) {
-    if (!a.dg.ptr) return Status::kNullPointer;
+    if (!a.dg.ptr && s.N > 0) return Status::kNullPointer;
     if (!gate_strides_ok(a.dg, s, true)) return Status::kInvalidShape;
     if (reinterpret_cast<std::uintptr_t>(a.dg.ptr) % alignof(float)) return Status::kMisaligned;
   }

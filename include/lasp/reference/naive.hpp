@@ -2,7 +2,8 @@
 // The oracle: causal linear attention with decay in its quadratic form (math.md section 1),
 // in double precision, on one whole sequence. It shares no code with the chunked algorithm.
 // Layouts are fixed and contiguous: q, k (B,T,H,D); v, o (B,T,H,E); log_decay (B,T,H) holding
-// log a_t; states (B,H,D,E).
+// log a_t; states (B,H,D,E). T = 0 is allowed in forward, backward and dlog_pairs (no tokens:
+// the final state is the initial one, d_init is d_final).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -68,7 +69,7 @@ inline void forward(const Problem& p, const Vec& q, const Vec& k, const Vec& v, 
         for (index_t e = 0; e < p.E; ++e) ot[e] *= p.scale;
       }
       double* F = &final_state[std::size_t(ix.st(b, h))];
-      const double cT = c[std::size_t(p.T - 1)];
+      const double cT = p.T > 0 ? c[std::size_t(p.T - 1)] : 0.0;  // T = 0: final = init
       for (index_t j = 0; j < p.T; ++j) {
         const double w = std::exp(cT - c[j]);
         const double* kj = &k[std::size_t(ix.qk(b, j, h))];
@@ -96,7 +97,7 @@ inline void backward(const Problem& p, const Vec& q, const Vec& k, const Vec& v,
   for (index_t b = 0; b < p.B; ++b)
     for (index_t h = 0; h < p.H; ++h) {
       const Vec c = detail::cumulative(p, log_decay, b, h);
-      const double cT = c[std::size_t(p.T - 1)];
+      const double cT = p.T > 0 ? c[std::size_t(p.T - 1)] : 0.0;  // T = 0: final = init
       const double* S0 = init.empty() ? nullptr : &init[std::size_t(ix.st(b, h))];
       const double* dF = d_final.empty() ? nullptr : &d_final[std::size_t(ix.st(b, h))];
       double* dS0 = &d_init[std::size_t(ix.st(b, h))];
@@ -144,7 +145,7 @@ inline void backward(const Problem& p, const Vec& q, const Vec& k, const Vec& v,
       for (index_t t = 0; t < p.T; ++t)
         dc[std::size_t(t)] = detail::dot(&q[std::size_t(ix.qk(b, t, h))], &dq[std::size_t(ix.qk(b, t, h))], p.D) -
                              detail::dot(&k[std::size_t(ix.qk(b, t, h))], &dk[std::size_t(ix.qk(b, t, h))], p.D);
-      if (dF) dc[std::size_t(p.T - 1)] += detail::dot(dF, &fin[std::size_t(ix.st(b, h))], p.D * p.E);
+      if (dF && p.T > 0) dc[std::size_t(p.T - 1)] += detail::dot(dF, &fin[std::size_t(ix.st(b, h))], p.D * p.E);
       double acc = 0;
       for (index_t t = p.T - 1; t >= 0; --t) dlog[std::size_t(ix.g(b, t, h))] = acc += dc[std::size_t(t)];
     }
@@ -167,7 +168,7 @@ inline void dlog_pairs(const Problem& p, const Vec& q, const Vec& k, const Vec& 
   for (index_t b = 0; b < p.B; ++b)
     for (index_t h = 0; h < p.H; ++h) {
       const Vec c = detail::cumulative(p, log_decay, b, h);
-      const double cT = c[std::size_t(p.T - 1)];
+      const double cT = p.T > 0 ? c[std::size_t(p.T - 1)] : 0.0;  // T = 0: final = init
       const double* S0 = init.empty() ? nullptr : &init[std::size_t(ix.st(b, h))];
       const double* dF = d_final.empty() ? nullptr : &d_final[std::size_t(ix.st(b, h))];
       std::fill(X.begin(), X.end(), 0.0);

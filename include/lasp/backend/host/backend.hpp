@@ -90,9 +90,10 @@ inline Walk walk(const driver::Segment& sg, const driver::Docs* docs, int C) {
     piece(sg.n0 + (pos - g0), sg.n0 + (pe - g0), starts ? i : -1, de <= g1 ? i : -1);
     pos = pe;
   }
-  // Empty documents at a position of this segment (at T: the segment that ends the sequence).
+  // Empty documents at a position of this segment (at T: the segment that ends the sequence,
+  // Segment::ends, which may be an empty one when the group holds no token).
   for (index_t j = docs->lower(g0); j < docs->count && docs->at(j) <= g1; ++j)
-    if (docs->at(j) == docs->at(j + 1) && (docs->at(j) < g1 || docs->at(j) == T)) w.empty_docs.push_back(j);
+    if (docs->at(j) == docs->at(j + 1) && (docs->at(j) < g1 || (docs->at(j) == T && sg.ends))) w.empty_docs.push_back(j);
   return w;
 }
 /// Document `doc`'s state row of head h in a (docs, H, D, E) array (B = 1).
@@ -120,6 +121,8 @@ struct Backend {
   static constexpr bool kSyncVerdict = true;
   /// Runs packed documents and the zigzag layout (driver/packed.hpp).
   static constexpr bool kPackedSequences = true;
+  /// Runs calls in which a rank holds no token (N = 0; driver/packed.hpp).
+  static constexpr bool kEmptyShards = true;
 
   // ---- state ops (schedule/common.hpp) ----
   static Status zero(float* p, std::size_t n, host_stream) {

@@ -1,0 +1,321 @@
+#pragma once
+// Helpers of the CPU tests of packed documents, the zigzag layout and empty shards
+// (packed_test.cpp, empty_shard_test.cpp): a global problem split over ranks of any N (0
+// included), its double reference (each document alone: reference/packed.hpp), a run of every
+// rank through comm::HostGroup and the checks against the reference.
+#include <functional>
+#include <string>
+#include <lasp/reference/packed.hpp>
+#include "support.hpp"
+
+namespace lasp_test {
+namespace packed {
+
+using namespace lasp;
+namespace ref = lasp::reference;
+
+template <class Decay, class Schedule>
+using PP = lasp::Policy<Decay, Schedule, caching::Recompute, tile::Tile<64>>;
+
+struct PSpec {
+  index_t B = 1, H = 2, D = 8, E = 8;
+  std::vector<index_t> rank_N;   // tokens per rank (zigzag: even)
+  std::vector<index_t> docs;     // document lengths (empty: not packed); sum = total tokens
+  bool zigzag = false;
+  bool init = true;              // packed: a pool of initial states (with indices); else whole-sequence S_init
+  bool final = true;             // final states requested and their gradients given
+  bool shared_slots = false;     // packed: indices with -1 and slots shared by several documents
+  int bits = 32;
+  float scale = 0.5f;
+  std::uint32_t seed = 1;
+};
+
+/// A global problem, its reference (each document separately) and the outputs of a run.
+struct PProblem {
+  PSpec s;
+  int R = 1;
+  index_t T = 0, ndocs = 0, pool = 0;
+  std::vector<float> q, k, v, dout, gates, slopes;  // (B,T,H,X), gates (B,T,H)
+  AlignedVec<std::int32_t> off32, index;
+  AlignedVec<std::int64_t> off64;
+  AlignedVec<float> pool_states, dF;                // (pool,H,D,E), (docs,H,D,E)
+  AlignedVec<float> init_whole, dfinal_whole;       // (B,H,D,E) (not packed)
+  // Results of a run, in the reference layout.
+  std::vector<double> o, dq, dk, dv, dg, fin, dinit;
+  AlignedVec<float> fin_buf, dinit_buf;             // per-document (packed) or whole-sequence states
+
+  explicit PProblem(const PSpec& sp) : s(sp) {
+    R = int(s.rank_N.size());
+    for (index_t n : s.rank_N) T += n;
+    Rng rng(s.seed);
+    const std::size_t nqk = std::size_t(s.B * T * s.H * s.D), nvo = std::size_t(s.B * T * s.H * s.E);
+    q.resize(nqk), k.resize(nqk), v.resize(nvo), dout.resize(nvo), gates.resize(std::size_t(s.B * T * s.H));
+    rng.fill_normal<float>(q), rng.fill_normal<float>(k), rng.fill_normal<float>(v), rng.fill_normal<float>(dout);
+    rng.fill_uniform(gates, -0.5f, 0.f);
+    slopes = tnl_slopes(s.H);
+    const index_t st = s.H * s.D * s.E;
+    if (packed()) {
+      ndocs = index_t(s.docs.size());
+      index_t o_ = 0;
+      off32.push_back(0), off64.push_back(0);
+      for (index_t L : s.docs) o_ += L, off32.push_back(std::int32_t(o_)), off64.push_back(o_);
+      REQUIRE(o_ == T);
+      pool = s.shared_slots ? 3 : ndocs;
+      pool_states.resize(std::size_t(pool * st)), rng.fill_normal<float>(pool_states);
+      index.resize(std::size_t(ndocs));
+      for (index_t i = 0; i < ndocs; ++i)
+        index[std::size_t(i)] = s.shared_slots ? std::int32_t(i % 4 == 3 ? -1 : (i * 2) % 3) : std::int32_t(i);
+      dF.resize(std::size_t(ndocs * st)), rng.fill_normal<float>(dF);
+      fin_buf.resize(std::size_t(ndocs * st)), dinit_buf.resize(fin_buf.size());
+    } else {
+      init_whole.resize(std::size_t(s.B * st)), rng.fill_normal<float>(init_whole);
+      dfinal_whole.resize(init_whole.size()), rng.fill_normal<float>(dfinal_whole);
+      fin_buf.resize(init_whole.size()), dinit_buf.resize(init_whole.size());
+    }
+  }
+  bool packed() const { return !s.docs.empty(); }
+  index_t n_of(int r) const { return s.rank_N[std::size_t(r)]; }
+  /// Global position of row n of rank r (the reference's statement of args.hpp's layouts).
+  index_t pos(int r, index_t n) const {
+    return ref::position(s.zigzag ? Sharding::kZigzag : Sharding::kContiguous, s.rank_N, r, n);
+  }
+  /// The initial state of document i (null: zero).
+  const float* doc_init(index_t i) const {
+    if (!s.init) return nullptr;
+    const std::int32_t slot = index[std::size_t(i)];
+    return slot < 0 ? nullptr : pool_states.data() + std::size_t(slot) * std::size_t(s.H * s.D * s.E);
+  }
+  Packed packed_args() {
+    Packed p;
+    p.cu_seqlens = s.bits == 64 ? static_cast<const void*>(off64.data()) : static_cast<const void*>(off32.data());
+    p.index_bits = s.bits;
+    p.docs = ndocs;
+    if (s.init) p.initial_states = pool_states.data(), p.state_index = index.data(), p.pool = pool;
+    return p;
+  }
+};
+
+template <class Decay>
+double log_decay(const PProblem& p, index_t b, index_t t, index_t h) {
+  if constexpr (std::is_same_v<Decay, decay::PerHead>) return -double(p.slopes[std::size_t(h)]);
+  if constexpr (std::is_same_v<Decay, decay::Gate>) return double(p.gates[std::size_t((b * p.T + t) * p.s.H + h)]);
+  (void)p, (void)b, (void)t, (void)h;
+  return 0.0;
+}
+
+struct PRef {
+  std::vector<double> o, dq, dk, dv, dg, fin, dinit;
+};
+
+/// The double reference: each document separately (packed: reference::documents), or the whole
+/// sequence (B >= 1, whole-sequence states).
+template <class Decay>
+PRef packed_reference(const PProblem& p) {
+  const PSpec& s = p.s;
+  const index_t st = s.H * s.D * s.E;
+  const ref::Problem rp{s.B, p.T, s.H, s.D, s.E, double(s.scale)};
+  auto d = [](const std::vector<float>& a) { return ref::Vec(a.begin(), a.end()); };
+  ref::Vec ld(std::size_t(s.B * p.T * s.H));
+  for (index_t b = 0; b < s.B; ++b)
+    for (index_t t = 0; t < p.T; ++t)
+      for (index_t h = 0; h < s.H; ++h) ld[std::size_t((b * p.T + t) * s.H + h)] = log_decay<Decay>(p, b, t, h);
+  const ref::Vec q = d(p.q), k = d(p.k), v = d(p.v), dout = d(p.dout);
+  PRef r;
+  if (p.packed()) {
+    std::vector<ref::Vec> init(std::size_t(p.ndocs)), dfin(init.size());
+    for (index_t i = 0; i < p.ndocs; ++i) {
+      if (const float* I = p.doc_init(i)) init[std::size_t(i)].assign(I, I + st);
+      if (s.final) dfin[std::size_t(i)].assign(p.dF.data() + i * st, p.dF.data() + (i + 1) * st);
+    }
+    const std::vector<index_t> offsets(p.off64.begin(), p.off64.end());
+    ref::Documents out;
+    ref::documents(rp, offsets, q, k, v, ld, init, dout, dfin, /*want_dlog=*/true, out);
+    r.o = std::move(out.o), r.dq = std::move(out.dq), r.dk = std::move(out.dk), r.dv = std::move(out.dv);
+    r.dg = std::move(out.dlog), r.fin = std::move(out.final_states), r.dinit = std::move(out.d_initial_states);
+  } else {
+    const ref::Vec init = s.init ? ref::Vec(p.init_whole.begin(), p.init_whole.end()) : ref::Vec{};
+    const ref::Vec dfin = s.final ? ref::Vec(p.dfinal_whole.begin(), p.dfinal_whole.end()) : ref::Vec{};
+    ref::forward(rp, q, k, v, ld, init, r.o, r.fin);
+    ref::backward(rp, q, k, v, ld, init, dout, dfin, r.dq, r.dk, r.dv, r.dg, r.dinit);
+    // dg in its pair form (no cancellation: backward's q.dq - k.dk leaves rounding residue where
+    // the exact value is 0, e.g. a one-token document without initial state).
+    ref::dlog_pairs(rp, q, k, v, ld, init, dout, dfin, r.dg);
+  }
+  return r;
+}
+
+struct POpts {
+  bool plan = false;
+  /// Changes rank r's arguments before the call (bad offsets, ...).
+  std::function<void(int, Shape&, Packed&, Sharding&)> tweak;
+  int node_size = 0;  // comm::HostGroup::set_node_size (schedule::Hierarchical)
+};
+struct PRun {
+  std::vector<Status> plan, fwd, bwd;
+  bool untouched = true;  // a refused call wrote nothing (outputs still poisoned)
+};
+
+/// Every rank's forward then backward (thread ranks, comm::HostGroup), each with its own
+/// buffers holding its rows (zigzag: front then back); outputs gathered into p's results.
+template <class Policy>
+PRun run_packed(PProblem& p, const POpts& opt = {}) {
+  using Decay = typename Policy::Decay;
+  const PSpec& s = p.s;
+  const int R = p.R;
+  struct Rank {
+    AlignedVec<float> q, k, v, dout, o, dq, dk, dv, g, dg;
+    AlignedVec<unsigned char> ws;
+    Shape shape;
+    Packed pk;
+    Sharding sh = Sharding::kContiguous;
+    Plan<Policy, float> plan;
+  };
+  std::vector<Rank> rk(static_cast<std::size_t>(R));
+  comm::HostGroup group(R, std::chrono::milliseconds(20000));
+  group.set_node_size(opt.node_size);
+  poison(p.fin_buf), poison(p.dinit_buf);
+  for (int r = 0; r < R; ++r) {
+    Rank& x = rk[std::size_t(r)];
+    const index_t N = p.n_of(r);
+    x.shape = Shape{s.B, N, s.H, s.D, s.E, R};
+    x.sh = s.zigzag ? Sharding::kZigzag : Sharding::kContiguous;
+    if (p.packed()) x.pk = p.packed_args();
+    if (opt.tweak) opt.tweak(r, x.shape, x.pk, x.sh);
+    auto fill = [&](AlignedVec<float>& buf, const std::vector<float>& src, index_t X) {
+      buf.assign(std::size_t(s.B * N * s.H * X), 0.f);
+      for (index_t b = 0; b < s.B; ++b)
+        for (index_t n = 0; n < N; ++n)
+          for (index_t i = 0; i < s.H * X; ++i)
+            buf[std::size_t((b * N + n) * s.H * X + i)] = src[std::size_t((b * p.T + p.pos(r, n)) * s.H * X + i)];
+    };
+    fill(x.q, p.q, s.D), fill(x.k, p.k, s.D), fill(x.v, p.v, s.E), fill(x.dout, p.dout, s.E), fill(x.g, p.gates, 1);
+    x.o.resize(x.v.size()), x.dv.resize(x.v.size()), x.dq.resize(x.q.size()), x.dk.resize(x.q.size()),
+        x.dg.resize(x.g.size());
+    poison(x.o), poison(x.dv), poison(x.dq), poison(x.dk), poison(x.dg);
+    x.ws.resize(workspace_size<Policy, float>(x.shape, group.comm(r)) + 64);
+    poison(x.ws);
+  }
+  auto params = [&](Rank& x) -> typename Decay::Params {
+    if constexpr (std::is_same_v<Decay, decay::PerHead>) return {p.slopes.data()};
+    else if constexpr (std::is_same_v<Decay, decay::Gate>) return {gates_token_major(static_cast<const float*>(x.g.data()), x.shape.N, s.H)};
+    else return {};
+  };
+  PRun res;
+  const index_t N0 = 0;
+  (void)N0;
+  if (opt.plan)
+    res.plan = on_ranks(group, [&](int r, auto& c) {
+      Rank& x = rk[std::size_t(r)];
+      return make_plan<Policy, float>(x.shape, params(x), c, &x.plan);
+    });
+  const bool whole = !p.packed();
+  const int final_owner = s.zigzag ? 0 : R - 1;
+  res.fwd = on_ranks(group, [&](int r, auto& c) {
+    Rank& x = rk[std::size_t(r)];
+    const index_t N = x.shape.N;
+    ForwardArgs<float, Decay> a{x.shape, token_major<const float>(x.q.data(), N, s.H, s.D),
+                                token_major<const float>(x.k.data(), N, s.H, s.D),
+                                token_major<const float>(x.v.data(), N, s.H, s.E), token_major(x.o.data(), N, s.H, s.E),
+                                s.scale, params(x)};
+    a.packed = x.pk;
+    a.sharding = x.sh;
+    if (p.packed() && s.final) a.packed.final_states = p.fin_buf.data();
+    if (whole && s.init && r == 0) a.initial_state = p.init_whole.data();
+    if (whole && s.final && r == final_owner) a.final_state = p.fin_buf.data();
+    const Workspace w{x.ws.data(), x.ws.size()};
+    return opt.plan ? forward(x.plan, a, c, w) : forward<Policy>(a, c, w);
+  });
+  res.bwd = on_ranks(group, [&](int r, auto& c) {
+    Rank& x = rk[std::size_t(r)];
+    const index_t N = x.shape.N;
+    BackwardArgs<float, Decay> a{x.shape, token_major<const float>(x.q.data(), N, s.H, s.D),
+                                 token_major<const float>(x.k.data(), N, s.H, s.D),
+                                 token_major<const float>(x.v.data(), N, s.H, s.E),
+                                 token_major<const float>(x.dout.data(), N, s.H, s.E),
+                                 token_major(x.dq.data(), N, s.H, s.D), token_major(x.dk.data(), N, s.H, s.D),
+                                 token_major(x.dv.data(), N, s.H, s.E), s.scale, params(x)};
+    if constexpr (Decay::kHasGradient) a.dg = gates_token_major(x.dg.data(), N, s.H);
+    a.packed = x.pk;
+    a.sharding = x.sh;
+    if (p.packed()) {
+      if (s.final) a.packed.d_final_states = p.dF.data();
+      a.packed.d_initial_states = p.dinit_buf.data();
+    }
+    if (whole && s.final && r == final_owner) a.d_final_state = p.dfinal_whole.data();
+    if (whole && r == 0) a.d_initial_state = p.dinit_buf.data();
+    const Workspace w{x.ws.data(), x.ws.size()};
+    return opt.plan ? backward(x.plan, a, c, w) : backward<Policy>(a, c, w);
+  });
+  // Gather every rank's rows into the global results.
+  p.o.assign(p.v.size(), 0), p.dv = p.o, p.dq.assign(p.q.size(), 0), p.dk = p.dq, p.dg.assign(p.gates.size(), 0);
+  for (int r = 0; r < R; ++r) {
+    Rank& x = rk[std::size_t(r)];
+    const index_t N = p.n_of(r);
+    res.untouched = res.untouched && all_bytes(x.o, kNaNByte) && all_bytes(x.dq, kNaNByte) &&
+                    all_bytes(x.dk, kNaNByte) && all_bytes(x.dv, kNaNByte) && all_bytes(x.dg, kNaNByte);
+    auto back = [&](const AlignedVec<float>& buf, std::vector<double>& dst, index_t X) {
+      for (index_t b = 0; b < s.B; ++b)
+        for (index_t n = 0; n < N; ++n)
+          for (index_t i = 0; i < s.H * X; ++i)
+            dst[std::size_t((b * p.T + p.pos(r, n)) * s.H * X + i)] = buf[std::size_t((b * N + n) * s.H * X + i)];
+    };
+    back(x.o, p.o, s.E), back(x.dq, p.dq, s.D), back(x.dk, p.dk, s.D), back(x.dv, p.dv, s.E), back(x.dg, p.dg, 1);
+  }
+  res.untouched = res.untouched && all_bytes(p.fin_buf, kNaNByte) && all_bytes(p.dinit_buf, kNaNByte);
+  p.fin.assign(p.fin_buf.begin(), p.fin_buf.end());
+  p.dinit.assign(p.dinit_buf.begin(), p.dinit_buf.end());
+  return res;
+}
+
+/// Tokens [t0, t0 + L) of a (B=1, T, H, X) array.
+inline std::vector<double> doc_slice(const std::vector<double>& a, index_t H, index_t X, index_t t0, index_t L) {
+  return std::vector<double>(a.begin() + t0 * H * X, a.begin() + (t0 + L) * H * X);
+}
+
+/// Every output against the reference: whole arrays, and each document on its own (so that a
+/// wrong one-token document is not hidden by the norm of the long ones).
+template <class Decay>
+void check_packed(const PProblem& p, const PRef& r) {
+  const PSpec& s = p.s;
+  CHECK(rel_err(p.o, r.o) <= kTolF32);
+  CHECK(rel_err(p.dq, r.dq) <= kTolF32);
+  CHECK(rel_err(p.dk, r.dk) <= kTolF32);
+  CHECK(rel_err(p.dv, r.dv) <= kTolF32);
+  if constexpr (Decay::kHasGradient) CHECK(rel_err(p.dg, r.dg) <= kTolDg);
+  if (s.final) CHECK(rel_err(p.fin, r.fin) <= kTolF32);
+  CHECK(rel_err(p.dinit, r.dinit) <= kTolF32);
+  if (!p.packed()) return;
+  const index_t st = s.H * s.D * s.E;
+  for (index_t i = 0; i < p.ndocs; ++i) {
+    const index_t t0 = p.off64[std::size_t(i)], L = p.off64[std::size_t(i + 1)] - t0;
+    CAPTURE(i);
+    CAPTURE(L);
+    if (L > 0) {
+      CHECK(rel_err(doc_slice(p.o, s.H, s.E, t0, L), doc_slice(r.o, s.H, s.E, t0, L)) <= kTolF32);
+      CHECK(rel_err(doc_slice(p.dq, s.H, s.D, t0, L), doc_slice(r.dq, s.H, s.D, t0, L)) <= kTolF32);
+      CHECK(rel_err(doc_slice(p.dk, s.H, s.D, t0, L), doc_slice(r.dk, s.H, s.D, t0, L)) <= kTolF32);
+      CHECK(rel_err(doc_slice(p.dv, s.H, s.E, t0, L), doc_slice(r.dv, s.H, s.E, t0, L)) <= kTolF32);
+      if constexpr (Decay::kHasGradient)
+        CHECK(rel_err(doc_slice(p.dg, s.H, 1, t0, L), doc_slice(r.dg, s.H, 1, t0, L)) <= kTolDg);
+    }
+    auto st_slice = [&](const std::vector<double>& a) {
+      return std::vector<double>(a.begin() + i * st, a.begin() + (i + 1) * st);
+    };
+    if (s.final) CHECK(rel_err(st_slice(p.fin), st_slice(r.fin)) <= kTolF32);
+    CHECK(rel_err(st_slice(p.dinit), st_slice(r.dinit)) <= kTolF32);
+  }
+}
+
+template <class Policy>
+void run_and_check_packed(PProblem& p, const PRef& r, bool plan = false, int node_size = 0) {
+  INFO("policy: ", describe<Policy>(), std::string(p.s.zigzag ? ", zigzag" : ", contiguous"),
+       std::string(plan ? ", with a plan" : ""), ", R=", p.R, ", node size ", node_size);
+  const PRun rr = run_packed<Policy>(p, POpts{plan, {}, node_size});
+  for (Status st : rr.plan) REQUIRE(st == Status::kSuccess);
+  for (Status st : rr.fwd) REQUIRE(st == Status::kSuccess);
+  for (Status st : rr.bwd) REQUIRE(st == Status::kSuccess);
+  check_packed<typename Policy::Decay>(p, r);
+}
+
+}  // namespace packed
+}  // namespace lasp_test
