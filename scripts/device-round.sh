@@ -3,7 +3,8 @@
 # (single-GPU, multi-GPU when there are >= 2 GPUs), compute-sanitizer on small shapes, the
 # benchmarks, and print a short table. Full logs and JSON go to $OUT (or ./device-out).
 #   scripts/device-round.sh [--bench-filter REGEX] [--no-sanitizer] [--no-bench] [--prebuilt DIR]
-# --prebuilt DIR: use lasp_tests_gpu, lasp_tests_multigpu, lasp_bench, lasp_demo from DIR
+# --prebuilt DIR: use lasp_tests_gpu, lasp_tests_multigpu, lasp_bench, lasp_demo (and, when
+# there, lasp_mpi_example, lasp_mpi_kill_test, lasp_train_step, lasp_bench_sp) from DIR
 # (built elsewhere) instead of building here.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,6 +48,7 @@ mgpu_tests=$(find_bin lasp_tests_multigpu)
 bench_bin=$(find_bin lasp_bench)
 bench_sp_bin=$(find_bin lasp_bench_sp)
 mpi_bin=$(find_bin lasp_mpi_example)
+kill_bin=$(find_bin lasp_mpi_kill_test)
 train_bin=$(find_bin lasp_train_step)
 demo_bin=$(find_bin lasp_demo)
 
@@ -71,6 +73,13 @@ if [ "$ngpu" -ge 2 ] && [ -n "$mpi_bin" ] && command -v mpirun >/dev/null 2>&1; 
   # One process per GPU; MPI only bootstraps the NCCL id. SP x DP when there are 4 GPUs.
   run mpi mpirun --allow-run-as-root --oversubscribe -np "$ngpu" -x NCCL_NVLS_ENABLE "$mpi_bin"
   [ "$ngpu" -ge 4 ] && run mpi_spxdp mpirun --allow-run-as-root --oversubscribe -np "$ngpu" -x NCCL_NVLS_ENABLE "$mpi_bin" --sp 2
+fi
+if [ "$ngpu" -ge 2 ] && [ -n "$kill_bin" ] && command -v mpirun >/dev/null 2>&1; then
+  # Bounded waits (comm::wait): one rank kills itself mid-run; every survivor must get kCommError
+  # within timeout (10 s) + slack (5 s). kill-test.sh passes mpirun the options that keep the
+  # survivors alive and judges by their PASS lines (mpirun's exit code means nothing here).
+  run kill_test scripts/kill-test.sh "$kill_bin" "$ngpu"
+  run kill_test_overlap scripts/kill-test.sh "$kill_bin" "$ngpu" --schedule chain-overlap --victim 0
 fi
 if [ "$ngpu" -ge 2 ] && [ -n "$train_bin" ]; then
   run train_step "$train_bin"                 # SP x DP training step vs the 1-GPU run

@@ -1,5 +1,7 @@
 #pragma once
 // Status codes returned by every lasp entry point. The library never throws, exits or prints.
+// New statuses are appended, so existing codes keep their values (kTimeout, 21, came after
+// kInternalError, 20).
 #include "config.hpp"
 
 LASP_NAMESPACE_BEGIN
@@ -31,6 +33,8 @@ enum class Status : int {
                            // requested feature yet: packed documents or the zigzag layout on the
                            // CUDA backend; whole-sequence states together with packed documents
   kInternalError,
+  kTimeout,                // comm::wait: the deadline passed before the stream's work finished; nothing
+                           // was aborted (the work may still finish, the communicator is untouched)
 };
 
 [[nodiscard]] constexpr const char* to_string(Status s) noexcept {
@@ -56,6 +60,7 @@ enum class Status : int {
     case Status::kInvalidOffsets: return "invalid packed-document offsets (cu_seqlens) or state indices";
     case Status::kUnsupportedFeature: return "feature not supported by this backend or with these arguments (packed documents, zigzag layout)";
     case Status::kInternalError: return "internal error";
+    case Status::kTimeout: return "timed out waiting for the stream's work (nothing aborted; it may still finish)";
   }
   return "unknown status";
 }

@@ -59,7 +59,10 @@ const char* status_name(int s) {
     case S::kCudaError: return "kCudaError";
     case S::kCommError: return "kCommError";
     case S::kPlanMismatch: return "kPlanMismatch";
+    case S::kInvalidOffsets: return "kInvalidOffsets";
+    case S::kUnsupportedFeature: return "kUnsupportedFeature";
     case S::kInternalError: return "kInternalError";
+    case S::kTimeout: return "kTimeout";
     default: return s == kNeedPlanOutsideCapture ? "kNeedPlanOutsideCapture" : "unknown";
   }
 }

@@ -8,10 +8,17 @@
 //   using P = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain>;
 //   lasp::Status st = lasp::forward<P>(fwd_args, comm, workspace, stream);   // stream on this GPU
 //
-// The communicator is borrowed: lasp never destroys, finalises or aborts it. Every call first
-// polls ncclCommGetAsyncError and returns Status::kCommError if NCCL reported an asynchronous
-// failure (or a call fails); the caller then decides whether to ncclCommAbort. Non-blocking
-// communicators (ncclConfig_t::blocking = 0) are waited for until their calls are enqueued.
+// The communicator is borrowed: lasp never destroys or finalises it, and aborts it only when the
+// caller asks (Nccl::abort, or comm::wait with WaitOptions::abort: comm/nccl_wait.cuh, included
+// at the end of this file). Every call first polls ncclCommGetAsyncError and returns
+// Status::kCommError if NCCL reported an asynchronous failure (or a call fails); the caller then
+// decides whether to abort. Non-blocking communicators (ncclConfig_t::blocking = 0) are waited
+// for until their calls are enqueued.
+//
+// Bounded waits: lasp::forward/backward only enqueue work. To learn within a deadline whether it
+// finished (a dead or hung peer leaves NCCL kernels spinning for ever), use
+//   lasp::Status st = lasp::comm::wait(comm, stream, std::chrono::seconds(10), opts);
+// instead of cudaStreamSynchronize (comm/nccl_wait.cuh).
 //
 // Drive each rank from its own thread (one process per GPU, or one thread per GPU in one
 // process), with that GPU current. Not supported:
@@ -24,6 +31,7 @@
 // requires it); a communicator dedicated to lasp's SP traffic is simplest.
 #include <cuda_runtime.h>
 #include <nccl.h>
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <thread>
@@ -51,10 +59,14 @@ inline Status nccl_status(ncclResult_t r) { return r == ncclSuccess ? Status::kS
 
 /// The side stream of a communicator (highest priority, non-blocking) and the two events that
 /// fork it from / join it to a caller's stream. Created on the communicator's device.
+/// Also the one other piece of state the copies of an Nccl handle share: whether the caller had
+/// the communicator aborted (Nccl::abort). ncclCommAbort frees the ncclComm_t, so every copy must
+/// stop touching it, not only the copy that aborted.
 struct SideStream {
   cudaStream_t stream = nullptr;
   cudaEvent_t forked = nullptr, done = nullptr;
   int device = -1;
+  std::atomic<bool> aborted{false};
   ~SideStream() {
     int cur = -1;
     const bool restore = cudaGetDevice(&cur) == cudaSuccess && cur != device && cudaSetDevice(device) == cudaSuccess;
@@ -134,11 +146,14 @@ class Nccl {
   int node_size() const { return node_size_; }
   /// The CUDA device of the communicator (streams passed in must belong to it).
   int device() const { return device_; }
+  /// The borrowed communicator. Dangling after abort(): NCCL freed it.
   ncclComm_t handle() const { return comm_; }
 
-  /// kSuccess unless the communicator is unusable or NCCL reports an asynchronous error.
+  /// kSuccess unless the communicator is unusable, was aborted, or NCCL reports an asynchronous
+  /// error.
   [[nodiscard]] Status check() const {
     if (status_ != Status::kSuccess) return status_;
+    if (side_->aborted.load(std::memory_order_acquire)) return Status::kCommError;  // comm_ is freed
     ncclResult_t async = ncclSuccess;
     if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) return Status::kCommError;
     // A non-blocking communicator still enqueueing earlier work is not an error.
@@ -197,6 +212,31 @@ class Nccl {
   }
   /// The side stream (null for an unusable handle).
   cudaStream_t side_stream() const { return side_ ? side_->stream : nullptr; }
+
+  /// Aborts the communicator, at the caller's request only: lasp itself never does. ncclCommAbort
+  /// sets NCCL's abort flag, which the communicator's running kernels poll: they exit without
+  /// completing their transfers (receive buffers hold garbage; lasp's kernels queued behind them
+  /// still run, on that garbage, so the stream drains), and it frees the communicator. Afterwards:
+  ///  - this handle and every copy of it are marked aborted: their operations and check() return
+  ///    kCommError without touching the freed ncclComm_t (destroying them is fine);
+  ///  - the caller must not use, destroy or abort the ncclComm_t again (NCCL freed it; handle()
+  ///    dangles), nor any other Nccl handle made from it separately;
+  ///  - the peers are not told: their own NCCL kernels wait for this rank until they abort too
+  ///    (each rank's bounded wait times out), or see an asynchronous error on some transports;
+  ///  - going on means a new communicator (ncclCommInitRank with a new unique id, among the
+  ///    ranks still alive) and a new handle.
+  /// kSuccess (also when already aborted), kCommError for an empty or unusable handle or if
+  /// ncclCommAbort reported a failure (the handle is marked aborted all the same). Blocks as long
+  /// as ncclCommAbort does: it synchronises NCCL's internal streams and frees NCCL's memory, which
+  /// may wait for the device's other work; a kernel that is not NCCL's and never ends (a user's
+  /// spin loop) can hold it.
+  [[nodiscard]] Status abort() {
+    if (status_ != Status::kSuccess) return status_;
+    if (side_->aborted.exchange(true, std::memory_order_acq_rel)) return Status::kSuccess;
+    return ncclCommAbort(comm_) == ncclSuccess ? Status::kSuccess : Status::kCommError;
+  }
+  /// Whether abort() was called on this handle or a copy of it.
+  bool aborted() const { return side_ && side_->aborted.load(std::memory_order_acquire); }
 
  private:
   Status init(ncclComm_t comm) {
@@ -289,3 +329,7 @@ class Nccl {
 
 }  // namespace comm
 LASP_NAMESPACE_END
+
+// comm::wait over a communicator (bounded waits, optional abort). Included here so that every
+// user of comm::Nccl has it; it needs the class above.
+#include "nccl_wait.cuh"
