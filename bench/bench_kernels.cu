@@ -179,6 +179,7 @@ using NoneP = lasp::Policy<lasp::decay::None>;
 using PerHeadSm80 = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Auto, lasp::caching::Recompute, lasp::tile::Tile<64, 4, 0, 80>>;
 using PerHeadSm90 = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Auto, lasp::caching::Recompute, lasp::tile::Tile<64, 4, 0, 90>>;
 using GateSm90 = lasp::Policy<lasp::decay::Gate, lasp::schedule::Auto, lasp::caching::Recompute, lasp::tile::Tile<64, 4, 0, 90>>;
+using GateSm80 = lasp::Policy<lasp::decay::Gate, lasp::schedule::Auto, lasp::caching::Recompute, lasp::tile::Tile<64, 4, 0, 80>>;
 
 struct ShapeDef { std::string name; index_t B, N, H, D; };
 const ShapeDef kShapes[] = {
@@ -205,11 +206,16 @@ int register_all() {
   reg<PerHeadSm80>("perhead-sm80", kShapes[0]);
   reg<PerHeadSm90>("perhead-sm90", kShapes[0]);
   reg<GateSm90>("gate-sm90", kShapes[0]);
+  reg<GateSm80>("gate-sm80", kShapes[0]);
   reg<GateP>("gate", kShapes[0]);
   reg<NoneP>("none", kShapes[0]);
-  for (index_t n : {4096, 8192, 16384, 65536}) {
+  // N sweep (B=1, H=16, D=E=128) for the time-vs-N plot: the default table (sm_80 kernels with
+  // per-head decay) and every sm_90a kernel. S32K and S128K are the rows above.
+  for (index_t n : {4096, 8192, 16384, 65536, 262144}) {
     reg<PerHead>("sweep", ShapeDef{"N" + std::to_string(n / 1024) + "K", 1, n, 16, 128});
+    reg<PerHeadSm90>("sweep-sm90", ShapeDef{"N" + std::to_string(n / 1024) + "K", 1, n, 16, 128});
   }
+  reg<PerHeadSm90>("sweep-sm90", ShapeDef{"N128K", 1, 131072, 16, 128});
   return 0;
 }
 const int kRegistered = register_all();
@@ -223,6 +229,9 @@ int main(int argc, char** argv) {
               prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_bandwidth() * 1e-9);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  // In the JSON output too (bench/plots/sweep_plot.py draws the memory floor from it).
+  benchmark::AddCustomContext("device", prop.name);
+  benchmark::AddCustomContext("copy_GBps", std::to_string(copy_bandwidth() * 1e-9));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -3,7 +3,7 @@
 #include "config.hpp"
 #define LASP_VERSION_MAJOR 0
 #define LASP_VERSION_MINOR 3
-#define LASP_VERSION_PATCH 0
+#define LASP_VERSION_PATCH 1
 
 LASP_NAMESPACE_BEGIN
 inline constexpr int kVersionMajor = LASP_VERSION_MAJOR;

@@ -22,7 +22,7 @@ from .distributed import comm_for, release, sp_dp_groups
 
 __all__ = ["chunk_simple_gla", "linear_attention", "LaspError", "comm_for", "release", "sp_dp_groups",
            "tnl_slopes", "check_last_call", "HAVE_EXTENSION"]
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 _CHECK = os.environ.get("LASP_TORCH_CHECK", "0") == "1"
 

@@ -39,10 +39,12 @@ struct Sm80Kernels {
 /// (tile::Auto) only those measured faster than their sm_80 counterparts (bench/RESULTS.md):
 /// kSm90Default below.
 struct Sm90Default {
-  // NVIDIA H200, S32K, same run (bench/RESULTS.md "sm_90a kernels"): FwdOutput is faster with
-  // per-token gates (forward 0.509 -> 0.465 ms) and slower without (per-head 0.435 -> 0.449 ms);
-  // BwdDq is slower with every decay. The default takes the faster one per kernel and decay.
-  template <class Decay> static constexpr bool kFwdOutput = Decay::kPerToken;
+  // NVIDIA H200, S32K, same run (bench/RESULTS.md "Fewer instructions per chunk"): since the
+  // sm_80 kernels lost their per-access address arithmetic they are faster with every decay:
+  // FwdOutput with gates forward 0.391 (sm_80) vs 0.417 ms (sm_90a FwdOutput), per-head 0.347
+  // vs 0.379 ms (every sm_90a kernel); BwdDq slower too. (Before that round the sm_90a FwdOutput
+  // won with gates, 0.509 -> 0.465 ms.) The wgmma kernels stay for Tile<..., 90> and the tests.
+  template <class Decay> static constexpr bool kFwdOutput = false;
   template <class Decay> static constexpr bool kBwdDq = false;
 };
 template <class Policy, class Op, int D, int E, bool Force>
