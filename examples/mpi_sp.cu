@@ -37,6 +37,7 @@
 #include <lasp/comm/groups.hpp>
 #include <lasp/comm/nccl.cuh>
 #include <lasp/lasp.cuh>
+#include "mpi_bootstrap.hpp"
 
 // Aborting checks: fine in an example (the library itself only returns statuses).
 #define CHECK_CUDA(x)                                                                              \
@@ -224,26 +225,15 @@ int main(int argc, char** argv) {
   }
 
   // One GPU per process: the local rank on this node picks the device.
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node);
-  int local_rank = 0, ndev = 0;
-  MPI_Comm_rank(node, &local_rank);
-  MPI_Comm_free(&node);
-  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+  const int device = lasp_example::mpi_pick_device(world_rank);
+  if (device < 0) {
     if (world_rank == 0) std::printf("lasp MPI example: skipped (no CUDA device visible)\n");
     MPI_Finalize();
     return 77;
   }
-  const int device = local_rank % ndev;
-  CHECK_CUDA(cudaSetDevice(device));
 
-  // NVLink multicast (NVLS) stays off unless the user set NCCL_NVLS_ENABLE.
-  setenv("NCCL_NVLS_ENABLE", "0", 0);
-  ncclUniqueId id;
-  if (world_rank == 0) CHECK_NCCL(ncclGetUniqueId(&id));
-  MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
   ncclComm_t world = nullptr, sp_comm = nullptr, dp_comm = nullptr;
-  CHECK_NCCL(ncclCommInitRank(&world, world_size, id, world_rank));
+  CHECK_NCCL(lasp_example::mpi_nccl_world(world_rank, world_size, &world));
   if (sp < world_size) {
     CHECK_LASP(lasp::comm::split_sp_dp(world, sp, &sp_comm, &dp_comm));  // owned by us
   } else {

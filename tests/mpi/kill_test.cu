@@ -45,6 +45,7 @@
 #include <vector>
 #include <lasp/comm/nccl.cuh>
 #include <lasp/lasp.cuh>
+#include "../../examples/mpi_bootstrap.hpp"
 
 namespace {
 
@@ -225,17 +226,11 @@ int main(int argc, char** argv) {
   }
 
   // One GPU per process: the local rank on this node picks the device.
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &node);
-  int local_rank = 0, ndev = 0;
-  MPI_Comm_rank(node, &local_rank);
-  MPI_Comm_free(&node);
-  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+  if (lasp_example::mpi_pick_device(g_rank) < 0) {
     if (g_rank == 0) std::printf("kill_test: skipped (no CUDA device visible)\n");
     MPI_Finalize();
     return 77;
   }
-  KT_CUDA(cudaSetDevice(local_rank % ndev));
 
   // The guard: a survivor that hangs despite the bounded wait (a host call blocking inside NCCL,
   // say) still ends, as a FAIL, so the run never needs an outside timeout to finish.
@@ -247,12 +242,8 @@ int main(int argc, char** argv) {
     _exit(3);
   }).detach();
 
-  setenv("NCCL_NVLS_ENABLE", "0", 0);  // NVLink multicast stays off unless the user set it
-  ncclUniqueId id;
-  if (g_rank == 0) KT_NCCL(ncclGetUniqueId(&id));
-  MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
   ncclComm_t nccl = nullptr;
-  KT_NCCL(ncclCommInitRank(&nccl, world_size, id, g_rank));
+  KT_NCCL(lasp_example::mpi_nccl_world(g_rank, world_size, &nccl));
   if (g_rank == 0) {
     int v = 0;
     ncclGetVersion(&v);
