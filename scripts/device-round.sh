@@ -3,6 +3,7 @@
 # (single-GPU, multi-GPU when there are >= 2 GPUs), compute-sanitizer on small shapes, the
 # benchmarks, and print a short table. Full logs and JSON go to $OUT (or ./device-out).
 #   scripts/device-round.sh [--bench-filter REGEX] [--no-sanitizer] [--no-bench] [--prebuilt DIR]
+# LASP_EMULATED_NET=0 skips the multi-GPU benchmark over NCCL's socket transport (issue 13).
 # --prebuilt DIR: use lasp_tests_gpu, lasp_tests_multigpu, lasp_bench, lasp_demo (and, when
 # there, lasp_mpi_example, lasp_mpi_kill_test, lasp_train_step, lasp_bench_sp) from DIR
 # (built elsewhere) instead of building here.
@@ -90,15 +91,25 @@ if [ $bench -eq 1 ] && [ -n "$bench_bin" ]; then
 fi
 if [ $bench -eq 1 ] && [ -n "$bench_sp_bin" ] && [ "$ngpu" -ge 2 ]; then
   run bench_sp "$bench_sp_bin" --json "$out/bench_sp.json"
+  # Emulated multi-node (issue 13): NCCL kept off NVLink and shared memory, onto its socket
+  # transport over loopback, so every hop pays network-like latency and bandwidth; the hop rows
+  # of the same run give alpha-beta figures for bench/model.
+  if [ "${LASP_EMULATED_NET:-1}" = 1 ]; then
+    run bench_sp_net env NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_IB_DISABLE=1 NCCL_NET=Socket \
+      NCCL_SOCKET_IFNAME=lo "$bench_sp_bin" --no-capacity --json "$out/bench_sp_net.json"
+  fi
 fi
 
 echo
 echo "== round summary (commit $commit) =="
 printf '%s\n' "${summary[@]}"
-if [ -f "$out/bench_sp.log" ]; then
-  echo
-  sed -n '/== weak scaling/,$p' "$out/bench_sp.log"
-fi
+for f in bench_sp bench_sp_net; do
+  if [ -f "$out/$f.log" ]; then
+    echo
+    echo "($f)"
+    sed -n '/== weak scaling/,$p' "$out/$f.log"
+  fi
+done
 if [ -f "$out/bench.log" ]; then
   echo
   grep -E "^device:" "$out/bench.log"
