@@ -1,0 +1,219 @@
+// An executable model of the CUDA backend's packed-document design (docs/packed-cuda.md 2) in
+// double precision: the five chunk kernels as walks over kernel::DocCursor with the same hooks
+// (reset to the initial state before a document's first chunk, final state after its last;
+// reverse walks start a document's last chunk from d_final_states, BwdSummary restarts M after a
+// document's first chunk, BwdDkDv writes d_initial_states there), segment summaries with A = 0
+// at a reset, and the forward / reverse folds over segments; chunk bodies token by token. Checked
+// against reference::documents (each document alone), so a wrong hook or fold rule fails here
+// before any GPU time is spent.
+#include <doctest/doctest.h>
+#include <cmath>
+#include <random>
+#include <vector>
+#include <lasp/kernel/doc_chunks.hpp>
+#include <lasp/reference/packed.hpp>
+
+namespace {
+
+using lasp::index_t;
+using lasp::kernel::DocChunk;
+using lasp::kernel::DocCursor;
+using lasp::kernel::DocOffsets;
+namespace ref = lasp::reference;
+using Vec = std::vector<double>;
+
+constexpr int C = 8;
+
+struct Model {
+  index_t T, D, E, nseg, seg_len;
+  double s, scale;  // per-token log decay -s; output scale
+  Vec q, k, v, dout;                  // (T, D) / (T, E), one head
+  std::vector<std::int64_t> off;      // document offsets
+  std::vector<Vec> init, dfinal;      // per document (empty: zero)
+  // outputs
+  Vec o, dq, dk, dv;
+  std::vector<Vec> fin, dinit;
+
+  DocOffsets docs() const { return DocOffsets{off.data(), 64, index_t(off.size()) - 1}; }
+  index_t ndocs() const { return index_t(off.size()) - 1; }
+  index_t seg_begin(index_t g) const { return g * seg_len; }
+  index_t seg_end(index_t g) const { return std::min(T, (g + 1) * seg_len); }
+  Vec state_of(const std::vector<Vec>& list, index_t d) const {
+    return list[std::size_t(d)].empty() ? Vec(std::size_t(D * E), 0.0) : list[std::size_t(d)];
+  }
+  template <bool Reverse>
+  DocCursor<C, Reverse> cursor(index_t g) const {
+    const index_t b = seg_begin(g), e = seg_end(g);
+    return DocCursor<C, Reverse>(docs(), 0, b, e, docs().doc_at(Reverse ? e - 1 : b));
+  }
+  // S <- a S + k_t v_t^T
+  void step_state(Vec& S, index_t t) const {
+    const double a = std::exp(-s);
+    for (index_t d = 0; d < D; ++d)
+      for (index_t e = 0; e < E; ++e)
+        S[std::size_t(d * E + e)] = a * S[std::size_t(d * E + e)] + k[std::size_t(t * D + d)] * v[std::size_t(t * E + e)];
+  }
+  // M <- a (M + scale q_t do_t^T): from the gradient of S_t (tokens after t) to that of S_{t-1}
+  // (token t's output reads S_t, which holds S_{t-1} times a). The kernels' chunk form, exp(G) M +
+  // scale sum_i exp(g_i) q_i do_i^T with g_i = -s (i + 1), is this applied token by token.
+  void step_grad(Vec& M, index_t t) const {
+    const double a = std::exp(-s);
+    for (index_t d = 0; d < D; ++d)
+      for (index_t e = 0; e < E; ++e)
+        M[std::size_t(d * E + e)] = a * (M[std::size_t(d * E + e)] + scale * q[std::size_t(t * D + d)] * dout[std::size_t(t * E + e)]);
+  }
+
+  void run() {
+    const index_t de = D * E;
+    o.assign(std::size_t(T * E), 0.0), dv = o;
+    dq.assign(std::size_t(T * D), 0.0), dk = dq;
+    fin.assign(std::size_t(ndocs()), Vec(std::size_t(de), std::nan(""))), dinit = fin;
+    // FwdSummary: (A, L) per segment.
+    std::vector<double> A(static_cast<std::size_t>(nseg));
+    std::vector<Vec> L(static_cast<std::size_t>(nseg));
+    for (index_t g = 0; g < nseg; ++g) {
+      Vec S(std::size_t(de), 0.0);
+      double total = 0;
+      auto cur = cursor<false>(g);
+      while (cur.more()) {
+        const DocChunk c = cur.next();
+        if (c.starts) S = state_of(init, c.doc), total = -INFINITY;  // before
+        for (index_t t = c.n0; t < c.n0 + c.len; ++t) step_state(S, t), total += -s;
+      }
+      A[std::size_t(g)] = std::exp(total), L[std::size_t(g)] = S;
+    }
+    // Forward fold: X_g, the state entering segment g (the rank's incoming state is zero here).
+    std::vector<Vec> X(std::size_t(nseg), Vec(std::size_t(de), 0.0));
+    for (index_t g = 1; g < nseg; ++g)
+      for (index_t x = 0; x < de; ++x)
+        X[std::size_t(g)][std::size_t(x)] = A[std::size_t(g - 1)] * X[std::size_t(g - 1)][std::size_t(x)] + L[std::size_t(g - 1)][std::size_t(x)];
+    // FwdOutput and BwdDq: forward walks from X_g.
+    for (index_t g = 0; g < nseg; ++g) {
+      Vec S = X[std::size_t(g)];
+      auto cur = cursor<false>(g);
+      while (cur.more()) {
+        const DocChunk c = cur.next();
+        if (c.starts) S = state_of(init, c.doc);
+        for (index_t t = c.n0; t < c.n0 + c.len; ++t) {
+          step_state(S, t);
+          for (index_t e = 0; e < E; ++e) {
+            double acc = 0;
+            for (index_t d = 0; d < D; ++d) acc += q[std::size_t(t * D + d)] * S[std::size_t(d * E + e)];
+            o[std::size_t(t * E + e)] = scale * acc;
+          }
+          for (index_t d = 0; d < D; ++d) {
+            double acc = 0;
+            for (index_t e = 0; e < E; ++e) acc += S[std::size_t(d * E + e)] * dout[std::size_t(t * E + e)];
+            dq[std::size_t(t * D + d)] = scale * acc;
+          }
+        }
+        if (c.ends) fin[std::size_t(c.doc)] = S;  // after
+      }
+    }
+    // BwdSummary: M per segment (reverse walks).
+    std::vector<Vec> M(static_cast<std::size_t>(nseg));
+    for (index_t g = 0; g < nseg; ++g) {
+      Vec m(std::size_t(de), 0.0);
+      auto cur = cursor<true>(g);
+      while (cur.more()) {
+        const DocChunk c = cur.next();
+        if (c.ends) m = state_of(dfinal, c.doc);                       // before
+        for (index_t t = c.n0 + c.len - 1; t >= c.n0; --t) step_grad(m, t);
+        if (c.starts) m.assign(std::size_t(de), 0.0);                  // after
+      }
+      M[std::size_t(g)] = m;
+    }
+    // Reverse fold: Y_g, the gradient of the state leaving segment g.
+    std::vector<Vec> Y(std::size_t(nseg), Vec(std::size_t(de), 0.0));
+    for (index_t g = nseg - 2; g >= 0; --g)
+      for (index_t x = 0; x < de; ++x)
+        Y[std::size_t(g)][std::size_t(x)] = M[std::size_t(g + 1)][std::size_t(x)] + A[std::size_t(g + 1)] * Y[std::size_t(g + 1)][std::size_t(x)];
+    // BwdDkDv: reverse walks from Y_g.
+    for (index_t g = 0; g < nseg; ++g) {
+      Vec dS = Y[std::size_t(g)];
+      auto cur = cursor<true>(g);
+      while (cur.more()) {
+        const DocChunk c = cur.next();
+        if (c.ends) dS = state_of(dfinal, c.doc);
+        for (index_t t = c.n0 + c.len - 1; t >= c.n0; --t) {
+          // dS is the gradient of S_t from the tokens after t; the total adds token t's output.
+          Vec tot = dS;
+          for (index_t d = 0; d < D; ++d)
+            for (index_t e = 0; e < E; ++e) tot[std::size_t(d * E + e)] += scale * q[std::size_t(t * D + d)] * dout[std::size_t(t * E + e)];
+          for (index_t d = 0; d < D; ++d) {
+            double acc = 0;
+            for (index_t e = 0; e < E; ++e) acc += tot[std::size_t(d * E + e)] * v[std::size_t(t * E + e)];
+            dk[std::size_t(t * D + d)] = acc;
+          }
+          for (index_t e = 0; e < E; ++e) {
+            double acc = 0;
+            for (index_t d = 0; d < D; ++d) acc += tot[std::size_t(d * E + e)] * k[std::size_t(t * D + d)];
+            dv[std::size_t(t * E + e)] = acc;
+          }
+          for (std::size_t x = 0; x < tot.size(); ++x) dS[x] = std::exp(-s) * tot[x];  // to the state before t
+        }
+        if (c.starts) dinit[std::size_t(c.doc)] = dS;  // after
+      }
+    }
+    // EmptyDocs.
+    for (index_t d = 0; d < ndocs(); ++d)
+      if (off[std::size_t(d)] == off[std::size_t(d + 1)]) fin[std::size_t(d)] = state_of(init, d), dinit[std::size_t(d)] = state_of(dfinal, d);
+  }
+};
+
+double max_diff(const Vec& a, const Vec& b) {
+  double m = a.size() == b.size() ? 0.0 : INFINITY;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("packed documents, the CUDA design as a double-precision model: equal to each document alone") {
+  std::mt19937 rng(5);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  const std::vector<std::vector<index_t>> layouts = {
+      {1, 2, 7, 0, 8, 9, 40, 13, 0, 1, 30, 8},  // every kind of length, empty ones inside
+      {96},                                     // one document
+      {8, 8, 16, 0, 0, 24, 40},                 // on chunk and segment boundaries
+      {0, 5, 50, 3, 0},                         // empty first and last
+  };
+  for (const auto& lens : layouts)
+    for (index_t seg_len : {8, 24, 1000}) {
+      Model m;
+      m.D = 3, m.E = 2, m.s = 0.15, m.scale = 0.5;
+      m.off = {0};
+      for (index_t l : lens) m.off.push_back(m.off.back() + l);
+      m.T = m.off.back();
+      m.seg_len = seg_len;
+      m.nseg = (m.T + seg_len - 1) / seg_len;
+      auto fill = [&](Vec& x, std::size_t n) { x.resize(n); for (double& y : x) y = nd(rng); };
+      fill(m.q, std::size_t(m.T * m.D)), fill(m.k, std::size_t(m.T * m.D));
+      fill(m.v, std::size_t(m.T * m.E)), fill(m.dout, std::size_t(m.T * m.E));
+      const index_t docs = m.ndocs();
+      m.init.resize(std::size_t(docs)), m.dfinal.resize(std::size_t(docs));
+      for (index_t d = 0; d < docs; ++d) {
+        if (d % 3 != 2) fill(m.init[std::size_t(d)], std::size_t(m.D * m.E));  // some start from zero
+        fill(m.dfinal[std::size_t(d)], std::size_t(m.D * m.E));
+      }
+      m.run();
+      ref::Vec ld(std::size_t(m.T), -m.s);
+      ref::Documents want;
+      const std::vector<index_t> offsets(m.off.begin(), m.off.end());
+      ref::documents(ref::Problem{1, m.T, 1, m.D, m.E, m.scale}, offsets, m.q, m.k, m.v, ld, m.init, m.dout, m.dfinal,
+                     false, want);
+      CAPTURE(m.T);
+      CAPTURE(seg_len);
+      CHECK(max_diff(m.o, want.o) < 1e-9);
+      CHECK(max_diff(m.dq, want.dq) < 1e-9);
+      CHECK(max_diff(m.dk, want.dk) < 1e-9);
+      CHECK(max_diff(m.dv, want.dv) < 1e-9);
+      Vec fin, dinit;
+      for (index_t d = 0; d < docs; ++d) {
+        fin.insert(fin.end(), m.fin[std::size_t(d)].begin(), m.fin[std::size_t(d)].end());
+        dinit.insert(dinit.end(), m.dinit[std::size_t(d)].begin(), m.dinit[std::size_t(d)].end());
+      }
+      CHECK(max_diff(fin, want.final_states) < 1e-9);
+      CHECK(max_diff(dinit, want.d_initial_states) < 1e-9);
+    }
+}
