@@ -5,7 +5,10 @@
 // document's first chunk, BwdDkDv writes d_initial_states there), segment summaries with A = 0
 // at a reset, and the forward / reverse folds over segments; chunk bodies token by token. Checked
 // against reference::documents (each document alone), so a wrong hook or fold rule fails here
-// before any GPU time is spent.
+// before any GPU time is spent. With per-token gates it also models the dg pipeline proposed in
+// docs/packed-cuda.md 4 (q.dq plus <dF, S_end> at document ends, a reverse cumulative sum whose
+// carry stops at document starts, a segment fix-up that stops at the first later segment holding
+// a start); the CUDA kernels do not do that yet.
 #include <doctest/doctest.h>
 #include <cmath>
 #include <random>
@@ -26,12 +29,13 @@ constexpr int C = 8;
 
 struct Model {
   index_t T, D, E, nseg, seg_len;
-  double s, scale;  // per-token log decay -s; output scale
+  double scale;  // output scale
+  Vec lg;        // per-token log decay g_t <= 0 (per-head decay: the same value everywhere)
   Vec q, k, v, dout;                  // (T, D) / (T, E), one head
   std::vector<std::int64_t> off;      // document offsets
   std::vector<Vec> init, dfinal;      // per document (empty: zero)
   // outputs
-  Vec o, dq, dk, dv;
+  Vec o, dq, dk, dv, dg;
   std::vector<Vec> fin, dinit;
 
   DocOffsets docs() const { return DocOffsets{off.data(), 64, index_t(off.size()) - 1}; }
@@ -48,16 +52,17 @@ struct Model {
   }
   // S <- a S + k_t v_t^T
   void step_state(Vec& S, index_t t) const {
-    const double a = std::exp(-s);
+    const double a = std::exp(lg[std::size_t(t)]);
     for (index_t d = 0; d < D; ++d)
       for (index_t e = 0; e < E; ++e)
         S[std::size_t(d * E + e)] = a * S[std::size_t(d * E + e)] + k[std::size_t(t * D + d)] * v[std::size_t(t * E + e)];
   }
-  // M <- a (M + scale q_t do_t^T): from the gradient of S_t (tokens after t) to that of S_{t-1}
-  // (token t's output reads S_t, which holds S_{t-1} times a). The kernels' chunk form, exp(G) M +
-  // scale sum_i exp(g_i) q_i do_i^T with g_i = -s (i + 1), is this applied token by token.
+  // M <- a_t (M + scale q_t do_t^T): from the gradient of S_t (tokens after t) to that of S_{t-1}
+  // (token t's output reads S_t, which holds S_{t-1} times a_t). The kernels' chunk form, exp(G) M
+  // + scale sum_i exp(g_i) q_i do_i^T with g_i the in-chunk cumulative log decay, is this applied
+  // token by token.
   void step_grad(Vec& M, index_t t) const {
-    const double a = std::exp(-s);
+    const double a = std::exp(lg[std::size_t(t)]);
     for (index_t d = 0; d < D; ++d)
       for (index_t e = 0; e < E; ++e)
         M[std::size_t(d * E + e)] = a * (M[std::size_t(d * E + e)] + scale * q[std::size_t(t * D + d)] * dout[std::size_t(t * E + e)]);
@@ -68,6 +73,10 @@ struct Model {
     o.assign(std::size_t(T * E), 0.0), dv = o;
     dq.assign(std::size_t(T * D), 0.0), dk = dq;
     fin.assign(std::size_t(ndocs()), Vec(std::size_t(de), std::nan(""))), dinit = fin;
+    dg.assign(std::size_t(T), std::nan(""));
+    Vec qdq(static_cast<std::size_t>(T), 0.0);
+    std::vector<double> lead(static_cast<std::size_t>(nseg), 0.0);  // DkDv: dc of a segment's rows before its first document start
+    std::vector<bool> has_start(static_cast<std::size_t>(nseg), false);
     // FwdSummary: (A, L) per segment.
     std::vector<double> A(static_cast<std::size_t>(nseg));
     std::vector<Vec> L(static_cast<std::size_t>(nseg));
@@ -78,7 +87,7 @@ struct Model {
       while (cur.more()) {
         const DocChunk c = cur.next();
         if (c.starts) S = state_of(init, c.doc), total = -INFINITY;  // before
-        for (index_t t = c.n0; t < c.n0 + c.len; ++t) step_state(S, t), total += -s;
+        for (index_t t = c.n0; t < c.n0 + c.len; ++t) step_state(S, t), total += lg[std::size_t(t)];
       }
       A[std::size_t(g)] = std::exp(total), L[std::size_t(g)] = S;
     }
@@ -101,13 +110,22 @@ struct Model {
             for (index_t d = 0; d < D; ++d) acc += q[std::size_t(t * D + d)] * S[std::size_t(d * E + e)];
             o[std::size_t(t * E + e)] = scale * acc;
           }
+          double qd = 0;
           for (index_t d = 0; d < D; ++d) {
             double acc = 0;
             for (index_t e = 0; e < E; ++e) acc += S[std::size_t(d * E + e)] * dout[std::size_t(t * E + e)];
             dq[std::size_t(t * D + d)] = scale * acc;
+            qd += q[std::size_t(t * D + d)] * scale * acc;
           }
+          qdq[std::size_t(t)] = qd;
         }
-        if (c.ends) fin[std::size_t(c.doc)] = S;  // after
+        if (c.ends) {  // after: FwdOutput's final state; BwdDq adds <dF, S_end> to the last token's q.dq
+          fin[std::size_t(c.doc)] = S;
+          const Vec dF = state_of(dfinal, c.doc);
+          double dot = 0;
+          for (std::size_t x = 0; x < S.size(); ++x) dot += dF[x] * S[x];
+          qdq[std::size_t(c.n0 + c.len - 1)] += dot;
+        }
       }
     }
     // BwdSummary: M per segment (reverse walks).
@@ -131,29 +149,54 @@ struct Model {
     // BwdDkDv: reverse walks from Y_g.
     for (index_t g = 0; g < nseg; ++g) {
       Vec dS = Y[std::size_t(g)];
+      double carry = 0;  // dc summed over the later chunks of this segment's current document
       auto cur = cursor<true>(g);
       while (cur.more()) {
         const DocChunk c = cur.next();
         if (c.ends) dS = state_of(dfinal, c.doc);
+        double run = carry;
         for (index_t t = c.n0 + c.len - 1; t >= c.n0; --t) {
           // dS is the gradient of S_t from the tokens after t; the total adds token t's output.
           Vec tot = dS;
           for (index_t d = 0; d < D; ++d)
             for (index_t e = 0; e < E; ++e) tot[std::size_t(d * E + e)] += scale * q[std::size_t(t * D + d)] * dout[std::size_t(t * E + e)];
+          double kd = 0;
           for (index_t d = 0; d < D; ++d) {
             double acc = 0;
             for (index_t e = 0; e < E; ++e) acc += tot[std::size_t(d * E + e)] * v[std::size_t(t * E + e)];
             dk[std::size_t(t * D + d)] = acc;
+            kd += k[std::size_t(t * D + d)] * acc;
           }
+          run += qdq[std::size_t(t)] - kd;  // dc_t
+          dg[std::size_t(t)] = run;
           for (index_t e = 0; e < E; ++e) {
             double acc = 0;
             for (index_t d = 0; d < D; ++d) acc += tot[std::size_t(d * E + e)] * k[std::size_t(t * D + d)];
             dv[std::size_t(t * E + e)] = acc;
           }
-          for (std::size_t x = 0; x < tot.size(); ++x) dS[x] = std::exp(-s) * tot[x];  // to the state before t
+          for (std::size_t x = 0; x < tot.size(); ++x) dS[x] = std::exp(lg[std::size_t(t)]) * tot[x];  // to the state before t
         }
-        if (c.starts) dinit[std::size_t(c.doc)] = dS;  // after
+        carry = run;
+        if (c.starts) {  // after: the document's initial-state gradient; earlier rows are another document
+          dinit[std::size_t(c.doc)] = dS;
+          carry = 0;
+          has_start[std::size_t(g)] = true;
+        }
       }
+      lead[std::size_t(g)] = carry;
+    }
+    // GateSegmentFixup with documents: the rows of segment g's last document get the dc of that
+    // document's rows in later segments: their leads, up to and including the first segment that
+    // holds a document start.
+    for (index_t g = 0; g < nseg; ++g) {
+      double suffix = 0;
+      for (index_t h = g + 1; h < nseg; ++h) {
+        suffix += lead[std::size_t(h)];
+        if (has_start[std::size_t(h)]) break;
+      }
+      const index_t b = seg_begin(g), e = seg_end(g);
+      const index_t lo = off[std::size_t(docs().doc_at(e - 1))];
+      for (index_t t = std::max(b, lo); t < e; ++t) dg[std::size_t(t)] += suffix;
     }
     // EmptyDocs.
     for (index_t d = 0; d < ndocs(); ++d)
@@ -178,13 +221,18 @@ TEST_CASE("packed documents, the CUDA design as a double-precision model: equal 
       {8, 8, 16, 0, 0, 24, 40},                 // on chunk and segment boundaries
       {0, 5, 50, 3, 0},                         // empty first and last
   };
+  std::uniform_real_distribution<double> ud(-0.6, 0.0);
+  for (bool gates : {false, true})
   for (const auto& lens : layouts)
     for (index_t seg_len : {8, 24, 1000}) {
       Model m;
-      m.D = 3, m.E = 2, m.s = 0.15, m.scale = 0.5;
+      m.D = 3, m.E = 2, m.scale = 0.5;
       m.off = {0};
       for (index_t l : lens) m.off.push_back(m.off.back() + l);
       m.T = m.off.back();
+      m.lg.assign(std::size_t(m.T), -0.15);
+      if (gates)
+        for (double& x : m.lg) x = ud(rng);
       m.seg_len = seg_len;
       m.nseg = (m.T + seg_len - 1) / seg_len;
       auto fill = [&](Vec& x, std::size_t n) { x.resize(n); for (double& y : x) y = nd(rng); };
@@ -197,13 +245,15 @@ TEST_CASE("packed documents, the CUDA design as a double-precision model: equal 
         fill(m.dfinal[std::size_t(d)], std::size_t(m.D * m.E));
       }
       m.run();
-      ref::Vec ld(std::size_t(m.T), -m.s);
+      const ref::Vec ld = m.lg;
       ref::Documents want;
       const std::vector<index_t> offsets(m.off.begin(), m.off.end());
       ref::documents(ref::Problem{1, m.T, 1, m.D, m.E, m.scale}, offsets, m.q, m.k, m.v, ld, m.init, m.dout, m.dfinal,
-                     false, want);
+                     true, want);
+      CAPTURE(gates);
       CAPTURE(m.T);
       CAPTURE(seg_len);
+      CHECK(max_diff(m.dg, want.dlog) < 1e-8);
       CHECK(max_diff(m.o, want.o) < 1e-9);
       CHECK(max_diff(m.dq, want.dq) < 1e-9);
       CHECK(max_diff(m.dk, want.dk) < 1e-9);
