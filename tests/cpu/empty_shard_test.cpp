@@ -149,6 +149,19 @@ TEST_CASE("empty shards: every rank empty (T = 0): final state = initial state, 
       PProblem packed(s);
       run_and_check_packed<PP<decay::Gate, schedule::LogScan>>(packed, packed_reference<decay::Gate>(packed));
       run_and_check_packed<PP<decay::None, schedule::Auto>>(packed, packed_reference<decay::None>(packed), true);
+      // The rule itself, stated directly on the last run's results: an empty document's final
+      // state is its initial state (zero for slot -1), its initial-state gradient its final-state
+      // gradient, copied exactly.
+      const index_t st = s.H * s.D * s.E;
+      bool rule = packed.fin.size() == std::size_t(packed.ndocs * st) && packed.dinit.size() == packed.fin.size();
+      for (index_t i = 0; rule && i < packed.ndocs; ++i) {
+        const float* I = packed.doc_init(i);
+        for (index_t x = 0; x < st; ++x) {
+          rule = rule && packed.fin[std::size_t(i * st + x)] == (I ? double(I[x]) : 0.0);
+          rule = rule && packed.dinit[std::size_t(i * st + x)] == double(packed.dF[std::size_t(i * st + x)]);
+        }
+      }
+      CHECK(rule);
     }
   }
 }
