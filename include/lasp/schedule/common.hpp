@@ -108,6 +108,18 @@ struct ScanSchedule {
                          float* tmp, float* gathered, Stream s) {
     return Derived::template scan<Backend>(comm, d, AM, G, d_final, d_init, tmp, gathered, true, s);
   }
+
+ protected:
+  /// The ends every such scan shares, once its exclusive states are in `out`: virtual rank 0's
+  /// incoming state is `init` (or zero), and the last virtual rank writes the user's `fin` =
+  /// A X_out + L from its own summary X = [A | L] (skipped while the call's verdict failed).
+  template <class Backend, class Stream>
+  static Status scan_ends(const StateDims& d, int v, int R, const float* X, float* out, const float* init, float* fin,
+                          Stream s) {
+    if (v == 0) LASP_RETURN_IF_ERROR(init ? Backend::copy(out, init, d.state(), s) : Backend::zero(out, d.state(), s));
+    if (v == R - 1 && fin) LASP_RETURN_IF_ERROR(Backend::combine(fin, X, out, X + d.bh, d.bh, d.de, s, d.skip));
+    return Status::kSuccess;
+  }
 };
 
 }  // namespace schedule

@@ -228,9 +228,7 @@ struct Hierarchical : ScanSchedule<Hierarchical<Inner, Outer>> {
         }
       }
     }
-    if (v == 0) LASP_RETURN_IF_ERROR(init ? Backend::copy(out, init, d.state(), s) : Backend::zero(out, d.state(), s));
-    if (v == R - 1 && fin) LASP_RETURN_IF_ERROR(Backend::combine(fin, XA, out, XL, bh, de, s, d.skip));  // a user buffer
-    return Status::kSuccess;
+    return ScanSchedule<Hierarchical>::template scan_ends<Backend>(d, v, R, X, out, init, fin, s);
   }
 
 
