@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 #include <lasp/comm/check.cuh>
+#include <lasp/comm/device_group.cuh>
+#include <lasp/comm/wait.cuh>
 #include <lasp/comm/nccl.cuh>
 #include <lasp/lasp.cuh>
 #include "common/device.hpp"
@@ -168,19 +170,20 @@ struct RankOut {
   }
 };
 
-/// SP rank r of problem p: forward then backward with Policy through comm::Nccl over `nc`, on
-/// the current device and a stream of its own. Every rank holds device copies of the WHOLE
-/// problem (outputs poisoned) and works on the views of its segment. `start` is passed by all
-/// ranks of the group once their buffers exist (no allocation while NCCL kernels run).
-/// With `plan`, every rank makes the plan of its shape first (make_plan, collective) and calls
-/// forward/backward with it (`out.make` is then make_plan's status).
-template <class Policy, class Elem>
-RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic<bool>& failed, Barrier& start,
-                       bool plan = false, int node_size = 0) {
+/// SP rank r of problem p through the communicator `comm` (already made; `made` is how that
+/// went): forward then backward with Policy on the current device and a stream of its own. Every
+/// rank holds device copies of the WHOLE problem (outputs poisoned) and works on the views of its
+/// segment. `start` is passed by all ranks of the group once their buffers exist (no allocation
+/// while collectives run). With `plan`, every rank makes the plan of its shape first (make_plan,
+/// collective) and calls forward/backward with it (`out.make` is then make_plan's status).
+/// `fail()` is called when this rank stops early (its peers must not wait for it); `wait(st)`
+/// waits for the stream and returns false when it gave up (the rank counts as aborted).
+template <class Policy, class Elem, class Comm, class Fail, class Wait>
+RankOut<Elem> run_rank_on(GlobalProblem<Elem>& p, int r, Comm& comm, lasp::Status made, Barrier& start, bool plan,
+                          Fail&& fail, Wait&& wait) {
   using Decay = typename Policy::Decay;
   RankOut<Elem> out;
-  lasp::comm::Nccl comm;
-  out.make = lasp::comm::Nccl::make(nc, node_size, &comm);  // node_size: schedule::Hierarchical
+  out.make = made;
   out.nccl_rank = comm.rank();
   out.nccl_size = comm.size();
   DeviceProblem<Elem> dp(p);
@@ -207,16 +210,28 @@ RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic
       out.bwd = plan ? lasp::backward(pl, ba, comm, w, st) : lasp::backward<Policy>(ba, comm, w, st);
     }
   }
-  // A rank that stopped early leaves its peers waiting in NCCL: tell them to abort.
+  // A rank that stopped early leaves its peers waiting: tell them.
   if (out.make != lasp::Status::kSuccess || out.fwd != lasp::Status::kSuccess || out.bwd != lasp::Status::kSuccess)
-    failed = true;
+    fail();
   if (out.make == lasp::Status::kSuccess) {
-    out.completed = wait_or_abort(st, comm, failed);
+    out.completed = wait(st);
     out.aborted = !out.completed;
   }
   if (out.completed) out.collect(dp, p, w, st);
   cudaStreamDestroy(st);
   return out;
+}
+
+/// SP rank r of problem p through comm::Nccl over `nc` (run_rank_on). A rank that fails sets
+/// `failed`, which its peers' wait_or_abort polls.
+template <class Policy, class Elem>
+RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic<bool>& failed, Barrier& start,
+                       bool plan = false, int node_size = 0) {
+  lasp::comm::Nccl comm;
+  const lasp::Status made = lasp::comm::Nccl::make(nc, node_size, &comm);  // node_size: schedule::Hierarchical
+  return run_rank_on<Policy>(
+      p, r, comm, made, start, plan, [&] { failed = true; },
+      [&](cudaStream_t st) { return wait_or_abort(st, comm, failed); });
 }
 
 /// Copies the elements of tokens [t0, t0+N) (x < X, padding excluded) from src to dst.
@@ -353,6 +368,38 @@ void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {
     if (outs[std::size_t(r)].aborted) cq.aborted[std::size_t(r)] = 1;
   });
   check_against_reference<Policy>(p, outs, describe_case<Policy, Elem>(s) + (plan ? " (plan)" : ""));
+}
+
+/// The same case with R ranks as threads of this process on ONE GPU (device 0), exchanging
+/// through comm::DeviceGroup instead of NCCL: every schedule's device path, plans, uneven N and
+/// the kernels' multi-rank inputs run where no second GPU is lent. A rank that fails aborts the
+/// group (its peers' receives return kCommError); a group that waits 60 s breaks itself.
+template <class Policy, class Elem>
+void run_group_case(int R, ProblemSpec s, const std::vector<float>& slopes = {}, bool plan = false,
+                    int node_size = 0) {
+  s.R = R;
+  GlobalProblem<Elem> p(s);
+  if (!slopes.empty()) p.slopes = slopes;
+  lasp::comm::DeviceGroup g(R, std::chrono::seconds(60));
+  g.set_node_size(node_size);
+  std::vector<RankOut<Elem>> outs(std::size_t(s.R));
+  Barrier start(R);
+  std::vector<std::thread> th;
+  for (int r = 0; r < R; ++r)
+    th.emplace_back([&, r] {
+      LASP_TEST_CUDA(cudaSetDevice(0));
+      auto comm = g.comm(r);
+      outs[std::size_t(r)] = run_rank_on<Policy>(
+          p, r, comm, lasp::Status::kSuccess, start, plan, [&] { g.abort(); },
+          [&](cudaStream_t st) {
+            return lasp::comm::wait(st, std::chrono::seconds(120), lasp::comm::WaitOptions{}, nullptr) ==
+                   lasp::Status::kSuccess;
+          });
+    });
+  for (auto& t : th) t.join();
+  check_against_reference<Policy>(p, outs,
+                                  "threads on 1 GPU: " + describe_case<Policy, Elem>(s) + (plan ? " (plan)" : "") +
+                                      (node_size > 0 ? " nodes of " + std::to_string(node_size) : ""));
 }
 
 }  // namespace lasp_test
