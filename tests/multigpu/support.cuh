@@ -234,6 +234,45 @@ RankOut<Elem> run_rank(GlobalProblem<Elem>& p, int r, ncclComm_t nc, std::atomic
       [&](cudaStream_t st) { return wait_or_abort(st, comm, failed); });
 }
 
+/// Runs body(r, comm, made, fail, wait) on R rank threads, one group:
+/// - cq != nullptr: over the NCCL clique (rank r = device r, comm::Nccl; `made` is how making it
+///   went; `fail()` sets a flag the peers' waits poll; `wait(st)` is wait_or_abort and marks the
+///   rank aborted in the clique when it gives up);
+/// - cq == nullptr: R threads on device 0 over a fresh comm::DeviceGroup (`fail()` aborts the
+///   group so that blocked receives return; `wait(st)` is comm::wait with a 120 s limit).
+/// node_size: emulated nodes for schedule::Hierarchical (0 = none).
+template <class Body>
+void on_ranks(Clique* cq, int R, int node_size, Body&& body) {
+  if (cq) {
+    std::atomic<bool> failed{false};
+    on_gpu_threads(R, [&](int r) {
+      lasp::comm::Nccl comm;
+      const lasp::Status made = lasp::comm::Nccl::make(cq->comms[std::size_t(r)], node_size, &comm);
+      body(r, comm, made, [&] { failed = true; },
+           [&](cudaStream_t st) {
+             const bool ok = wait_or_abort(st, comm, failed);
+             if (!ok) cq->aborted[std::size_t(r)] = 1;
+             return ok;
+           });
+    });
+    return;
+  }
+  lasp::comm::DeviceGroup g(R, std::chrono::seconds(60));
+  g.set_node_size(node_size);
+  std::vector<std::thread> th;
+  for (int r = 0; r < R; ++r)
+    th.emplace_back([&, r] {
+      LASP_TEST_CUDA(cudaSetDevice(0));
+      auto comm = g.comm(r);
+      body(r, comm, lasp::Status::kSuccess, [&] { g.abort(); },
+           [&](cudaStream_t st) {
+             return lasp::comm::wait(st, std::chrono::seconds(120), lasp::comm::WaitOptions{}, nullptr) ==
+                    lasp::Status::kSuccess;
+           });
+    });
+  for (auto& t : th) t.join();
+}
+
 /// Copies the elements of tokens [t0, t0+N) (x < X, padding excluded) from src to dst.
 template <class T>
 void merge_tokens(const SeqLayout& l, const AlignedVec<T>& src, AlignedVec<T>& dst, index_t t0, index_t N) {
@@ -351,55 +390,41 @@ std::string describe_case(const ProblemSpec& s) {
   return buf;
 }
 
-/// One SP group over the clique `cq` (rank r = device r): forward + backward of a random problem
-/// with spec s (s.R = cq.size()), checked against the whole-sequence reference.
+/// One SP group over the clique `cq` (rank r = device r), or, with cq == nullptr, R threads on
+/// ONE GPU exchanging through comm::DeviceGroup (on_ranks): forward + backward of a random
+/// problem with spec s, checked against the whole-sequence reference.
 template <class Policy, class Elem>
-void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {}, bool plan = false,
-                 int node_size = 0) {
-  s.R = cq.size();
-  REQUIRE_MESSAGE(cq.alive(), "an earlier case of this test aborted the NCCL communicators");
+void run_case_on(Clique* cq, int R, ProblemSpec s, const std::vector<float>& slopes, bool plan, int node_size) {
+  s.R = R;
+  if (cq) REQUIRE_MESSAGE(cq->alive(), "an earlier case of this test aborted the NCCL communicators");
   GlobalProblem<Elem> p(s);
   if (!slopes.empty()) p.slopes = slopes;  // per-head decay: the problem's slopes (H values)
   std::vector<RankOut<Elem>> outs(std::size_t(s.R));
-  std::atomic<bool> failed{false};
   Barrier start(s.R);
-  on_gpu_threads(s.R, [&](int r) {
-    outs[std::size_t(r)] = run_rank<Policy>(p, r, cq.comms[std::size_t(r)], failed, start, plan, node_size);
-    if (outs[std::size_t(r)].aborted) cq.aborted[std::size_t(r)] = 1;
+  on_ranks(cq, R, node_size, [&](int r, auto& comm, lasp::Status made, auto&& fail, auto&& wait) {
+    outs[std::size_t(r)] = run_rank_on<Policy>(p, r, comm, made, start, plan, fail, wait);
   });
-  check_against_reference<Policy>(p, outs, describe_case<Policy, Elem>(s) + (plan ? " (plan)" : ""));
+  check_against_reference<Policy>(p, outs,
+                                  std::string(cq ? "" : "threads on 1 GPU: ") + describe_case<Policy, Elem>(s) +
+                                      (plan ? " (plan)" : "") +
+                                      (node_size > 0 ? " nodes of " + std::to_string(node_size) : ""));
 }
 
-/// The same case with R ranks as threads of this process on ONE GPU (device 0), exchanging
-/// through comm::DeviceGroup instead of NCCL: every schedule's device path, plans, uneven N and
-/// the kernels' multi-rank inputs run where no second GPU is lent. A rank that fails aborts the
-/// group (its peers' receives return kCommError); a group that waits 60 s breaks itself.
+/// Over NCCL: the clique's R GPUs.
+template <class Policy, class Elem>
+void run_sp_case(Clique& cq, ProblemSpec s, const std::vector<float>& slopes = {}, bool plan = false,
+                 int node_size = 0) {
+  run_case_on<Policy, Elem>(&cq, cq.size(), s, slopes, plan, node_size);
+}
+
+/// R ranks as threads of this process on ONE GPU (device 0) through comm::DeviceGroup: every
+/// schedule's device path, plans, uneven N and the kernels' multi-rank inputs run where no
+/// second GPU is lent. A rank that fails aborts the group (its peers' receives return
+/// kCommError); a receive that waits 60 s breaks the group.
 template <class Policy, class Elem>
 void run_group_case(int R, ProblemSpec s, const std::vector<float>& slopes = {}, bool plan = false,
                     int node_size = 0) {
-  s.R = R;
-  GlobalProblem<Elem> p(s);
-  if (!slopes.empty()) p.slopes = slopes;
-  lasp::comm::DeviceGroup g(R, std::chrono::seconds(60));
-  g.set_node_size(node_size);
-  std::vector<RankOut<Elem>> outs(std::size_t(s.R));
-  Barrier start(R);
-  std::vector<std::thread> th;
-  for (int r = 0; r < R; ++r)
-    th.emplace_back([&, r] {
-      LASP_TEST_CUDA(cudaSetDevice(0));
-      auto comm = g.comm(r);
-      outs[std::size_t(r)] = run_rank_on<Policy>(
-          p, r, comm, lasp::Status::kSuccess, start, plan, [&] { g.abort(); },
-          [&](cudaStream_t st) {
-            return lasp::comm::wait(st, std::chrono::seconds(120), lasp::comm::WaitOptions{}, nullptr) ==
-                   lasp::Status::kSuccess;
-          });
-    });
-  for (auto& t : th) t.join();
-  check_against_reference<Policy>(p, outs,
-                                  "threads on 1 GPU: " + describe_case<Policy, Elem>(s) + (plan ? " (plan)" : "") +
-                                      (node_size > 0 ? " nodes of " + std::to_string(node_size) : ""));
+  run_case_on<Policy, Elem>(nullptr, R, s, slopes, plan, node_size);
 }
 
 }  // namespace lasp_test

@@ -24,15 +24,15 @@ struct AgreeOut {
 
 /// Rank r: forward with `bad` applied to rank `bad_rank`'s arguments, then a valid forward +
 /// backward, all on the same communicator and workspace.
-template <class Policy, class Elem>
-AgreeOut<Elem> agree_rank(GlobalProblem<Elem>& p, int r, int bad_rank, ncclComm_t nc, std::atomic<bool>& failed,
-                          Barrier& start, bool plan,
+/// comm, made, fail, wait: as on_ranks (support.cuh) hands them out.
+template <class Policy, class Elem, class Comm, class Fail, class Wait>
+AgreeOut<Elem> agree_rank(GlobalProblem<Elem>& p, int r, int bad_rank, Comm& comm, lasp::Status made, Fail&& fail,
+                          Wait&& wait, Barrier& start, bool plan,
                           const std::function<void(lasp::ForwardArgs<Elem, typename Policy::Decay>&)>& bad) {
   using Decay = typename Policy::Decay;
   AgreeOut<Elem> out;
   RankOut<Elem>& nx = out.next;
-  lasp::comm::Nccl comm;
-  nx.make = lasp::comm::Nccl::make(nc, &comm);
+  nx.make = made;
   nx.nccl_rank = comm.rank();
   nx.nccl_size = comm.size();
   DeviceProblem<Elem> dp(p);
@@ -50,7 +50,7 @@ AgreeOut<Elem> agree_rank(GlobalProblem<Elem>& p, int r, int bad_rank, ncclComm_
   if (nx.make == lasp::Status::kSuccess && plan)
     nx.make = lasp::make_plan<Policy, Elem>(shape, dp.template decay_params<Decay>(r), comm, staging.ptr, st, &pl);
   if (nx.make != lasp::Status::kSuccess) {
-    failed = true;
+    fail();
     cudaStreamDestroy(st);
     return out;
   }
@@ -61,7 +61,7 @@ AgreeOut<Elem> agree_rank(GlobalProblem<Elem>& p, int r, int bad_rank, ncclComm_
     auto fa = dp.template forward_args<Decay>(r);
     if (r == bad_rank) bad(fa);
     out.bad = fwd(fa);
-    nx.completed = wait_or_abort(st, comm, failed);
+    nx.completed = wait(st);
     nx.aborted = !nx.completed;
     if (!nx.completed) {
       cudaStreamDestroy(st);
@@ -81,32 +81,30 @@ AgreeOut<Elem> agree_rank(GlobalProblem<Elem>& p, int r, int bad_rank, ncclComm_
     auto ba = dp.template backward_args<Decay>(r);
     nx.bwd = plan ? lasp::backward(pl, ba, comm, w, st) : lasp::backward<Policy>(ba, comm, w, st);
   }
-  if (nx.fwd != lasp::Status::kSuccess || nx.bwd != lasp::Status::kSuccess) failed = true;
-  nx.completed = wait_or_abort(st, comm, failed);
+  if (nx.fwd != lasp::Status::kSuccess || nx.bwd != lasp::Status::kSuccess) fail();
+  nx.completed = wait(st);
   nx.aborted = !nx.completed;
   if (nx.completed) nx.collect(dp, p, w, st);
   cudaStreamDestroy(st);
   return out;
 }
 
+/// Over the NCCL clique cq, or (cq == nullptr) R threads on one GPU (comm::DeviceGroup).
 template <class Policy>
-void agree_case(Clique& cq, std::uint32_t seed, bool plan, int bad_rank, const char* what, lasp::Status want,
+void agree_case(Clique* cq, int R, std::uint32_t seed, bool plan, int bad_rank, const char* what, lasp::Status want,
                 const std::function<void(lasp::ForwardArgs<lasp::bf16, typename Policy::Decay>&)>& bad) {
   using Elem = lasp::bf16;
-  const int R = cq.size();
-  REQUIRE_MESSAGE(cq.alive(), "an earlier case of this test aborted the NCCL communicators");
+  if (cq) REQUIRE_MESSAGE(cq->alive(), "an earlier case of this test aborted the NCCL communicators");
   ProblemSpec s;
   s.B = 1, s.N = 200, s.H = 3, s.D = 64, s.E = 64, s.R = R, s.scale = 0.125f, s.seed = seed;
   GlobalProblem<Elem> p(s);
   p.slopes = {0.1f, 0.2f, 0.5f};  // s N >= 20: a plan of Auto takes the single hop
   std::vector<AgreeOut<Elem>> outs(static_cast<std::size_t>(R));
-  std::atomic<bool> failed{false};
   Barrier start(R);
-  on_gpu_threads(R, [&](int r) {
-    outs[std::size_t(r)] = agree_rank<Policy, Elem>(p, r, bad_rank, cq.comms[std::size_t(r)], failed, start, plan, bad);
-    if (outs[std::size_t(r)].next.aborted) cq.aborted[std::size_t(r)] = 1;
+  on_ranks(cq, R, 0, [&](int r, auto& comm, lasp::Status made, auto&& fail, auto&& wait) {
+    outs[std::size_t(r)] = agree_rank<Policy, Elem>(p, r, bad_rank, comm, made, fail, wait, start, plan, bad);
   });
-  const std::string label = describe_case<Policy, Elem>(s) + (plan ? " (plan)" : "") + ", rank " +
+  const std::string label = std::string(cq ? "" : "threads on 1 GPU: ") + describe_case<Policy, Elem>(s) + (plan ? " (plan)" : "") + ", rank " +
                             std::to_string(bad_rank) + ": " + what;
   INFO(label);
   std::vector<RankOut<Elem>> next;
@@ -122,18 +120,17 @@ void agree_case(Clique& cq, std::uint32_t seed, bool plan, int bad_rank, const c
 }
 
 template <class Policy>
-void every_refusal(Clique& cq, std::uint32_t seed, bool plan) {
+void every_refusal(Clique* cq, int R, std::uint32_t seed, bool plan) {
   using A = lasp::ForwardArgs<lasp::bf16, typename Policy::Decay>;
-  const int R = cq.size();
   const lasp::Status shape_status = plan ? lasp::Status::kPlanMismatch : lasp::Status::kSpSizeMismatch;
   static const std::vector<float> negative = {0.1f, -0.5f, 0.5f};
   for (int bad : {0, R - 1}) {
-    agree_case<Policy>(cq, seed + 1, plan, bad, "null q", lasp::Status::kNullPointer, [](A& a) { a.q.ptr = nullptr; });
-    agree_case<Policy>(cq, seed + 2, plan, bad, "misaligned o", lasp::Status::kMisaligned, [](A& a) { a.o.ptr += 1; });
-    agree_case<Policy>(cq, seed + 3, plan, bad, "o over q", lasp::Status::kOverlap,
+    agree_case<Policy>(cq, R, seed + 1, plan, bad, "null q", lasp::Status::kNullPointer, [](A& a) { a.q.ptr = nullptr; });
+    agree_case<Policy>(cq, R, seed + 2, plan, bad, "misaligned o", lasp::Status::kMisaligned, [](A& a) { a.o.ptr += 1; });
+    agree_case<Policy>(cq, R, seed + 3, plan, bad, "o over q", lasp::Status::kOverlap,
                        [](A& a) { a.o.ptr = const_cast<lasp::bf16*>(a.q.ptr); });
-    agree_case<Policy>(cq, seed + 4, plan, bad, "R differs", shape_status, [R](A& a) { a.shape.R = R + 1; });
-    agree_case<Policy>(cq, seed + 5, plan, bad, "negative slope", lasp::Status::kInvalidDecay,
+    agree_case<Policy>(cq, R, seed + 4, plan, bad, "R differs", shape_status, [R](A& a) { a.shape.R = R + 1; });
+    agree_case<Policy>(cq, R, seed + 5, plan, bad, "negative slope", lasp::Status::kInvalidDecay,
                        [](A& a) { a.decay.slopes = negative.data(); });
   }
 }
@@ -144,9 +141,21 @@ TEST_CASE("multigpu agreement, R=2 and 4: a refusal on one rank is every rank's 
   for (int R : {2, 4}) {
     if (skip_unless_gpus(R, "SP agreement")) return;
     Clique cq(R);
-    every_refusal<Policy<decay::PerHead, schedule::Chain>>(cq, 1500, false);
-    every_refusal<Policy<decay::PerHead, schedule::AllGather>>(cq, 1510, false);
-    every_refusal<Policy<decay::PerHead, schedule::Auto>>(cq, 1520, true);  // the single hop
-    every_refusal<Policy<decay::PerHead, schedule::Chain>>(cq, 1530, true);
+    every_refusal<Policy<decay::PerHead, schedule::Chain>>(&cq, R, 1500, false);
+    every_refusal<Policy<decay::PerHead, schedule::AllGather>>(&cq, R, 1510, false);
+    every_refusal<Policy<decay::PerHead, schedule::Auto>>(&cq, R, 1520, true);  // the single hop
+    every_refusal<Policy<decay::PerHead, schedule::Chain>>(&cq, R, 1530, true);
+  }
+}
+
+// The same over R threads on one GPU (comm::DeviceGroup), also with LogScan (3 ranks: a
+// partial second round).
+TEST_CASE("1-GPU groups: agreement, R = 2 and 3: a refusal on one rank is every rank's deferred status, next call exact") {
+  if (skip_unless_gpus(1, "thread groups agreement")) return;
+  for (int R : {2, 3}) {
+    every_refusal<Policy<decay::PerHead, schedule::Chain>>(nullptr, R, 1600, false);
+    every_refusal<Policy<decay::PerHead, schedule::AllGather>>(nullptr, R, 1610, false);
+    every_refusal<Policy<decay::PerHead, schedule::Auto>>(nullptr, R, 1620, true);
+    every_refusal<Policy<decay::PerHead, schedule::LogScan>>(nullptr, R, 1630, true);
   }
 }
