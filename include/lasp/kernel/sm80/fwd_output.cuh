@@ -83,7 +83,7 @@ struct FwdOutput {
               scale_rows(O, lane, [&](int r) { return p.scale * __expf(g[r]); });
             }
             mma_ab<MO, NS, C, C, E>(O, sm.p, 0, sv, e0, lane);  // + P V
-            store_rows<MO, NS>(p.o.at(b, n0, h) + e0, p.o.stride_n, O, lane, len);
+            store_rows<MO, NS, true>(p.o.at(b, n0, h) + e0, p.o.stride_n, O, lane, len);
           }
           // S <- exp(G) S + (diag(exp(G - g)) K)^T V  (own columns; weights applied in registers)
           const float G = g[C - 1];

@@ -56,9 +56,28 @@ LASP_DEVICE void scale_rows(float (&a)[MT][NT][4], int lane, F f) {
 /// Store accumulator tiles (rows 16 i + gid (+8), columns 8 j + 2 t4 (+1)) to global rows
 /// [0, valid_rows) of element type G, row stride ld: each quad writes 16 contiguous bytes of a
 /// row and L2 merges the sectors, so no shared-memory staging is needed.
-template <int MT, int NT, class G>
+/// kWholeTiles: also a branch-free path for whole tiles (valid_rows >= 16 MT, every chunk but a
+/// tail). The per-row tests make nvcc wrap each store in BSSY/BSYNC/BRA + ISETP; measured on
+/// H200 (bench/RESULTS.md, "store_rows"): FwdOutput with gates -4.5%, but BwdDq + BwdDkDv +2%
+/// (more registers live across the chunk loop), so only FwdOutput asks for it.
+template <int MT, int NT, bool kWholeTiles = false, class G>
 LASP_DEVICE void store_rows(G* g, index_t ld, const float (&acc)[MT][NT][4], int lane, int valid_rows) {
   const int gid = lane >> 2, t4 = lane & 3;
+  if constexpr (kWholeTiles) {
+    if (valid_rows >= 16 * MT) {
+      G* r0 = g + index_t(gid) * ld + 2 * t4;
+      G* r1 = r0 + 8 * ld;
+      #pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        #pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          store2(r0 + index_t(16 * i) * ld + 8 * j, acc[i][j][0], acc[i][j][1]);
+          store2(r1 + index_t(16 * i) * ld + 8 * j, acc[i][j][2], acc[i][j][3]);
+        }
+      }
+      return;
+    }
+  }
   #pragma unroll
   for (int i = 0; i < MT; ++i) {
     const int r0 = 16 * i + gid, r1 = r0 + 8;
