@@ -47,7 +47,7 @@ inline int gpu_count() {
 inline bool skip_unless_gpus(int need, const char* what) {
   const int n = gpu_count();
   if (n >= need) return false;
-  MESSAGE("skipped: ", what, " needs ", need, " GPUs, found ", n);
+  MESSAGE("skipped: ", std::string(what), " needs ", need, " GPUs, found ", n);
   std::printf("  [skipped] %s: needs %d GPUs, found %d\n", what, need, n);
   return true;
 }
