@@ -112,6 +112,28 @@ def _validate(q, k, v, head_first):
         raise ValueError(f"lasp_torch: q, k, v must be on one CUDA device, got {q.device}, {k.device}, {v.device}")
 
 
+def _validate_extra(q, v, gates, initial_state, head_first):
+    """Shapes of g and initial_state, checked here before the op (the C++ op checks them too;
+    on H200 a g of the wrong shape crashed the process inside the op's C++ check instead of
+    raising, cause not found yet: bench/RESULTS.md, "lasp_torch on H200")."""
+    B, H = q.shape[0], (q.shape[1] if head_first else q.shape[2])
+    N = q.shape[2] if head_first else q.shape[1]
+    D, E = q.shape[3], v.shape[3]
+    if gates is not None:
+        want = (B, H, N) if head_first else (B, N, H)
+        if not isinstance(gates, torch.Tensor) or tuple(gates.shape) != want:
+            raise ValueError(f"lasp_torch: g must be [{'B, H, N' if head_first else 'B, N, H'}] = {list(want)}, "
+                             f"got {tuple(getattr(gates, 'shape', ()))}")
+        if gates.device != q.device:
+            raise ValueError(f"lasp_torch: g is on {gates.device} but q is on {q.device}")
+    if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, H, D, E):
+            raise ValueError(f"lasp_torch: initial_state must be [B, H, D, E] = {[B, H, D, E]}, "
+                             f"got {tuple(getattr(initial_state, 'shape', ()))}")
+        if initial_state.device != q.device:
+            raise ValueError(f"lasp_torch: initial_state is on {initial_state.device} but q is on {q.device}")
+
+
 def linear_attention(q, k, v, slopes=None, gates=None, scale=None, initial_state=None,
                      output_final_state=False, head_first=False, group=None, check=False):
     """Causal linear attention with decay, lasp's convention.
@@ -129,6 +151,7 @@ def linear_attention(q, k, v, slopes=None, gates=None, scale=None, initial_state
         _validate(q, k, v, head_first)
         if slopes is not None and gates is not None:
             raise ValueError("lasp_torch: pass slopes (per-head) or gates (per-token), not both")
+        _validate_extra(q, v, gates, initial_state, head_first)
     if head_first:
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if gates is not None:
