@@ -390,6 +390,16 @@ std::string describe_case(const ProblemSpec& s) {
   return buf;
 }
 
+/// B = 2, N = 200 per rank (3 full chunks + a tail of 8), H = 3, D = E = 128, states on.
+inline ProblemSpec base_spec(std::uint32_t seed) {
+  ProblemSpec s;
+  s.B = 2, s.N = 200, s.H = 3, s.D = 128, s.E = 128;
+  s.scale = 0.0884f;  // ~ 1/sqrt(128)
+  s.initial_state = s.final_state = true;
+  s.seed = seed;
+  return s;
+}
+
 /// One SP group over the clique `cq` (rank r = device r), or, with cq == nullptr, R threads on
 /// ONE GPU exchanging through comm::DeviceGroup (on_ranks): forward + backward of a random
 /// problem with spec s, checked against the whole-sequence reference.

@@ -13,16 +13,6 @@ namespace schedule = lasp::schedule;
 
 namespace {
 
-/// B = 2, N = 200 per rank (3 full chunks + a tail of 8), H = 3, D = E = 128, states on.
-ProblemSpec base_spec(std::uint32_t seed) {
-  ProblemSpec s;
-  s.B = 2, s.N = 200, s.H = 3, s.D = 128, s.E = 128;
-  s.scale = 0.0884f;  // ~ 1/sqrt(128)
-  s.initial_state = s.final_state = true;
-  s.seed = seed;
-  return s;
-}
-
 /// Every decay, both schedules, bf16, on a clique of R GPUs.
 void all_decays_and_schedules(int R, std::uint32_t seed) {
   Clique cq(R);
