@@ -12,47 +12,40 @@ using lasp::Policy;
 namespace decay = lasp::decay;
 namespace schedule = lasp::schedule;
 
-namespace {
-
-/// The suite's base case (support.cuh).
-ProblemSpec spec(std::uint32_t seed) { return base_spec(seed); }
-
-}  // namespace
-
 TEST_CASE("1-GPU groups: every decay x {Chain, AllGather, LogScan}, R = 2, 3, 5") {
   if (skip_unless_gpus(1, "thread groups")) return;
   using bf16 = lasp::bf16;
   for (int R : {2, 3, 5}) {
     const std::uint32_t k = 3000 + 16 * std::uint32_t(R);
-    run_group_case<Policy<decay::None, schedule::Chain>, bf16>(R, spec(k + 0));
-    run_group_case<Policy<decay::PerHead, schedule::Chain>, bf16>(R, spec(k + 1));
-    run_group_case<Policy<decay::Gate, schedule::Chain>, bf16>(R, spec(k + 2));
-    run_group_case<Policy<decay::None, schedule::AllGather>, bf16>(R, spec(k + 3));
-    run_group_case<Policy<decay::PerHead, schedule::AllGather>, bf16>(R, spec(k + 4));
-    run_group_case<Policy<decay::Gate, schedule::AllGather>, bf16>(R, spec(k + 5));
-    run_group_case<Policy<decay::None, schedule::LogScan>, bf16>(R, spec(k + 6));
-    run_group_case<Policy<decay::PerHead, schedule::LogScan>, bf16>(R, spec(k + 7));
-    run_group_case<Policy<decay::Gate, schedule::LogScan>, bf16>(R, spec(k + 8));
+    run_group_case<Policy<decay::None, schedule::Chain>, bf16>(R, base_spec(k + 0));
+    run_group_case<Policy<decay::PerHead, schedule::Chain>, bf16>(R, base_spec(k + 1));
+    run_group_case<Policy<decay::Gate, schedule::Chain>, bf16>(R, base_spec(k + 2));
+    run_group_case<Policy<decay::None, schedule::AllGather>, bf16>(R, base_spec(k + 3));
+    run_group_case<Policy<decay::PerHead, schedule::AllGather>, bf16>(R, base_spec(k + 4));
+    run_group_case<Policy<decay::Gate, schedule::AllGather>, bf16>(R, base_spec(k + 5));
+    run_group_case<Policy<decay::None, schedule::LogScan>, bf16>(R, base_spec(k + 6));
+    run_group_case<Policy<decay::PerHead, schedule::LogScan>, bf16>(R, base_spec(k + 7));
+    run_group_case<Policy<decay::Gate, schedule::LogScan>, bf16>(R, base_spec(k + 8));
   }
 }
 
 TEST_CASE("1-GPU groups: LogScan at R = 8 (three rounds), with and without a plan") {
   if (skip_unless_gpus(1, "thread groups")) return;
-  run_group_case<Policy<decay::Gate, schedule::LogScan>, lasp::bf16>(8, spec(3200));
-  run_group_case<Policy<decay::PerHead, schedule::LogScan>, lasp::bf16>(8, spec(3201), {}, true);
+  run_group_case<Policy<decay::Gate, schedule::LogScan>, lasp::bf16>(8, base_spec(3200));
+  run_group_case<Policy<decay::PerHead, schedule::LogScan>, lasp::bf16>(8, base_spec(3201), {}, true);
 }
 
 TEST_CASE("1-GPU groups: schedule::Hierarchical on emulated nodes (4 = 2 x 2, 6 = 3 x 2, 8 = 2 x 4)") {
   if (skip_unless_gpus(1, "thread groups")) return;
   using HL = schedule::Hierarchical<schedule::LogScan, schedule::LogScan>;
   using HC = schedule::Hierarchical<schedule::AllGather, schedule::Chain>;
-  run_group_case<Policy<decay::None, HL>, lasp::bf16>(4, spec(3300), {}, false, 2);
-  run_group_case<Policy<decay::PerHead, HL>, lasp::bf16>(4, spec(3301), {}, true, 2);
-  run_group_case<Policy<decay::Gate, HC>, lasp::bf16>(4, spec(3302), {}, false, 2);
-  run_group_case<Policy<decay::Gate, HL>, lasp::bf16>(6, spec(3303), {}, false, 3);
-  run_group_case<Policy<decay::PerHead, HC>, lasp::bf16>(8, spec(3304), {}, true, 4);
+  run_group_case<Policy<decay::None, HL>, lasp::bf16>(4, base_spec(3300), {}, false, 2);
+  run_group_case<Policy<decay::PerHead, HL>, lasp::bf16>(4, base_spec(3301), {}, true, 2);
+  run_group_case<Policy<decay::Gate, HC>, lasp::bf16>(4, base_spec(3302), {}, false, 2);
+  run_group_case<Policy<decay::Gate, HL>, lasp::bf16>(6, base_spec(3303), {}, false, 3);
+  run_group_case<Policy<decay::PerHead, HC>, lasp::bf16>(8, base_spec(3304), {}, true, 4);
   // node size that does not divide the group: the inner scan over the whole group
-  run_group_case<Policy<decay::PerHead, HL>, lasp::bf16>(5, spec(3305), {}, false, 2);
+  run_group_case<Policy<decay::PerHead, HL>, lasp::bf16>(5, base_spec(3305), {}, false, 2);
 }
 
 TEST_CASE("1-GPU groups: schedule::Truncated, single hop and fallback, R = 3") {
@@ -60,16 +53,16 @@ TEST_CASE("1-GPU groups: schedule::Truncated, single hop and fallback, R = 3") {
   const std::vector<float> strong = {0.1f, 0.2f, 0.5f}, weak = {0.1f, 0.01f, 0.5f};  // N = 200
   using TC = Policy<decay::PerHead, schedule::Truncated<schedule::Chain>>;
   using TA = Policy<decay::PerHead, schedule::Truncated<schedule::AllGather>>;
-  run_group_case<TC, lasp::bf16>(3, spec(3400), strong);
-  run_group_case<TC, lasp::bf16>(3, spec(3401), weak);
-  run_group_case<TA, lasp::bf16>(3, spec(3402), strong);
-  run_group_case<TA, lasp::bf16>(3, spec(3403), strong, true);
-  run_group_case<TA, lasp::bf16>(3, spec(3404), weak, true);
+  run_group_case<TC, lasp::bf16>(3, base_spec(3400), strong);
+  run_group_case<TC, lasp::bf16>(3, base_spec(3401), weak);
+  run_group_case<TA, lasp::bf16>(3, base_spec(3402), strong);
+  run_group_case<TA, lasp::bf16>(3, base_spec(3403), strong, true);
+  run_group_case<TA, lasp::bf16>(3, base_spec(3404), weak, true);
 }
 
 TEST_CASE("1-GPU groups: uneven N with a plan (a rank of one token), every schedule and Auto") {
   if (skip_unless_gpus(1, "thread groups")) return;
-  ProblemSpec s = spec(3500);
+  ProblemSpec s = base_spec(3500);
   s.rank_N = {64, 300, 1, 129, 200};
   s.N = s.rank_N[0];
   const std::vector<float> slopes = {0.1f, 0.2f, 0.5f};
@@ -84,24 +77,24 @@ TEST_CASE("1-GPU groups: uneven N with a plan (a rank of one token), every sched
 TEST_CASE("1-GPU groups, R = 3: head-major, fp16, D != E, no states, state caching") {
   if (skip_unless_gpus(1, "thread groups")) return;
   {
-    ProblemSpec s = spec(3600);
+    ProblemSpec s = base_spec(3600);
     s.layout = Layout::kHeadMajor;
     run_group_case<Policy<decay::Gate, schedule::LogScan>, lasp::bf16>(3, s);
   }
-  run_group_case<Policy<decay::Gate, schedule::AllGather>, lasp::fp16>(3, spec(3601));
+  run_group_case<Policy<decay::Gate, schedule::AllGather>, lasp::fp16>(3, base_spec(3601));
   {
-    ProblemSpec s = spec(3602);
+    ProblemSpec s = base_spec(3602);
     s.D = 64;
     run_group_case<Policy<decay::PerHead, schedule::Chain>, lasp::bf16>(3, s);
   }
   {
-    ProblemSpec s = spec(3603);
+    ProblemSpec s = base_spec(3603);
     s.initial_state = s.final_state = false;
     s.B = 1, s.N = 137;
     run_group_case<Policy<decay::Gate, schedule::Chain>, lasp::bf16>(3, s);
   }
-  run_group_case<Policy<decay::PerHead, schedule::AllGather, lasp::caching::Cache>, lasp::bf16>(3, spec(3604));
-  run_group_case<Policy<decay::Gate, schedule::LogScan, lasp::caching::Cache>, lasp::bf16>(3, spec(3605));
+  run_group_case<Policy<decay::PerHead, schedule::AllGather, lasp::caching::Cache>, lasp::bf16>(3, base_spec(3604));
+  run_group_case<Policy<decay::Gate, schedule::LogScan, lasp::caching::Cache>, lasp::bf16>(3, base_spec(3605));
 }
 
 TEST_CASE("1-GPU groups: a rank that stops early aborts the group; no rank hangs") {
@@ -111,7 +104,7 @@ TEST_CASE("1-GPU groups: a rank that stops early aborts the group; no rank hangs
   lasp::comm::DeviceGroup g(3, std::chrono::seconds(60));
   std::vector<lasp::Status> st(3, lasp::Status::kInternalError);
   std::vector<std::thread> th;
-  ProblemSpec s = spec(3700);
+  ProblemSpec s = base_spec(3700);
   s.R = 3;
   GlobalProblem<lasp::bf16> p(s);
   using P = Policy<decay::PerHead, schedule::Chain>;
