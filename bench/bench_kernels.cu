@@ -69,7 +69,7 @@ struct IoSet {
 enum class Pass { kForward, kBackward, kStep };
 
 template <class Policy>
-void run(benchmark::State& state, index_t B, index_t N, index_t H, index_t D, Pass pass) {
+void run(benchmark::State& state, index_t B, index_t N, index_t H, index_t D, Pass pass, index_t doc_len = 0) {
   using Decay = typename Policy::Decay;
   const index_t E = D;
   const lasp::Shape shape{B, N, H, D, E, 1};
@@ -98,6 +98,16 @@ void run(benchmark::State& state, index_t B, index_t N, index_t H, index_t D, Pa
   const std::size_t wsb = lasp::workspace_size<Policy, bf16>(shape, comm);
   void* ws;
   BENCH_CUDA(cudaMalloc(&ws, wsb));
+  // doc_len > 0: packed documents of doc_len tokens (B = 1; the last one takes the rest), no
+  // per-document states; the offsets on the host and on the device (Packed::cu_seqlens_device).
+  std::vector<std::int32_t> cu;
+  std::int32_t* d_cu = nullptr;
+  if (doc_len > 0) {
+    for (index_t t = 0; t < N; t += doc_len) cu.push_back(std::int32_t(t));
+    cu.push_back(std::int32_t(N));
+    BENCH_CUDA(cudaMalloc(&d_cu, cu.size() * sizeof(std::int32_t)));
+    BENCH_CUDA(cudaMemcpy(d_cu, cu.data(), cu.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice));
+  }
   cudaStream_t st;
   BENCH_CUDA(cudaStreamCreate(&st));
   cudaEvent_t e0, e1;
@@ -122,6 +132,11 @@ void run(benchmark::State& state, index_t B, index_t N, index_t H, index_t D, Pa
     ba.dq = lasp::token_major(s.dq, N, H, D); ba.dk = lasp::token_major(s.dk, N, H, D); ba.dv = lasp::token_major(s.dv, N, H, E);
     ba.scale = fa.scale; ba.decay = fa.decay;
     if constexpr (Decay::kHasGradient) ba.dg = lasp::gates_token_major(s.dg, N, H);
+    if (d_cu) {
+      fa.packed.cu_seqlens = cu.data(), fa.packed.cu_seqlens_device = d_cu;
+      fa.packed.docs = index_t(cu.size()) - 1;
+      ba.packed = fa.packed;
+    }
     const lasp::Workspace w{ws, wsb};
     lasp::Status r = lasp::Status::kSuccess;
     if (p != Pass::kBackward || i < 0) r = lasp::forward<Policy>(fa, comm, w, st);  // kBackward: see the timed loop
@@ -166,6 +181,7 @@ void run(benchmark::State& state, index_t B, index_t N, index_t H, index_t D, Pa
     cudaFree(s.dg);
   }
   cudaFree(ws);
+  cudaFree(d_cu);
   cudaStreamDestroy(st);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
@@ -186,11 +202,13 @@ const ShapeDef kShapes[] = {
     {"S32K", 1, 32768, 16, 128}, {"S128K", 1, 131072, 16, 128}, {"S8K-B4", 4, 8192, 32, 128}, {"S32K-d64", 1, 32768, 32, 64}};
 
 template <class Policy>
-void reg(const std::string& tag, const ShapeDef& s) {
+void reg(const std::string& tag, const ShapeDef& s, index_t doc_len = 0) {
   const char* names[] = {"fwd", "bwd", "step"};
   for (int p = 0; p < 3; ++p) {
     const std::string name = tag + "/" + s.name + "/" + names[p];
-    benchmark::RegisterBenchmark(name.c_str(), [s, p](benchmark::State& st) { run<Policy>(st, s.B, s.N, s.H, s.D, Pass(p)); })
+    benchmark::RegisterBenchmark(name.c_str(), [s, p, doc_len](benchmark::State& st) {
+      run<Policy>(st, s.B, s.N, s.H, s.D, Pass(p), doc_len);
+    })
         ->UseManualTime()->Unit(benchmark::kMillisecond)->Repetitions(5)->ReportAggregatesOnly(true)
         ->ComputeStatistics("median", [](const std::vector<double>& v) {
           std::vector<double> x = v;
@@ -209,6 +227,10 @@ int register_all() {
   reg<GateSm80>("gate-sm80", kShapes[0]);
   reg<GateP>("gate", kShapes[0]);
   reg<NoneP>("none", kShapes[0]);
+  // Packed documents (issue 11): S32K as documents of 512, 2K, 8K tokens and as one packed
+  // document (the cost of the document walk itself), against "perhead/S32K" (plain).
+  for (index_t L : {512, 2048, 8192, 32768})
+    reg<PerHead>("packed" + (L >= 1024 ? std::to_string(L / 1024) + "K" : std::to_string(L)), kShapes[0], L);
   // N sweep (B=1, H=16, D=E=128) for the time-vs-N plot: the default table (sm_80 kernels with
   // per-head decay) and every sm_90a kernel. S32K and S128K are the rows above.
   for (index_t n : {4096, 8192, 16384, 65536, 262144}) {

@@ -32,6 +32,9 @@ enum class Sharding : int { kContiguous = 0, kZigzag = 1 };
 ///   initial_states    optional pool of fp32 states (pool, H, D, E); document i starts from
 ///                     initial_states[state_index[i]] (state_index null: slot i, pool >= docs;
 ///                     an index of -1: zero). Read on the rank holding the document's first token.
+///                     Memory: the backend's (CUDA: device memory, state_index included; its
+///                     values are checked on the device, a bad one gives the deferred status
+///                     kInvalidOffsets with nothing written; host backend: host memory).
 ///   final_states      optional (docs, H, D, E) fp32 output of forward: the state after each
 ///                     document's last token, written on the rank holding that token (for an
 ///                     empty document: the rank holding the token at its position, or for one
@@ -50,6 +53,12 @@ enum class Sharding : int { kContiguous = 0, kZigzag = 1 };
 struct Packed {
   const void* cu_seqlens = nullptr;
   int index_bits = 32;  // 32 (int32_t offsets) or 64 (int64_t)
+  /// The same offsets in device memory (same index width): required by the CUDA backend, whose
+  /// kernels walk them (cu_seqlens stays host memory: the checks, the agreement and the geometry
+  /// read it on the host). A device copy that differs from cu_seqlens in this rank's range is
+  /// found on the device: the deferred status is kInvalidOffsets, nothing written. The host
+  /// backend ignores it.
+  const void* cu_seqlens_device = nullptr;
   index_t docs = 0;     // number of documents (cu_seqlens has docs + 1 entries)
   const float* initial_states = nullptr;
   const std::int32_t* state_index = nullptr;

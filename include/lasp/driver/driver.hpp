@@ -109,7 +109,7 @@ Status check_forward_call(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename
                                       {extent(a.o, s, s.E), workspace_extent(ws), scratch_extent(ws)},
                                       {extent(a.q, s, s.D), extent(a.k, s, s.D), extent(a.v, s, s.E),
                                        gate_extent(Policy::Decay::input_gates(a.decay), s)},
-                                      true));
+                                      true, !device_state_index<Backend>::value));
   }
   if (plan) LASP_RETURN_IF_ERROR(plan->check_decay(a.decay, a.shape));
   return Status::kSuccess;
@@ -134,7 +134,7 @@ Status check_backward_call(PlanPtr<Policy, T> plan, const BackwardArgs<T, typena
     LASP_RETURN_IF_ERROR(check_layout(a, supports_packed<Backend>::value, plan ? plan->total_tokens() : -1, outs,
                                       {extent(a.q, s, s.D), extent(a.k, s, s.D), extent(a.v, s, s.E),
                                        extent(a.dout, s, s.E), gate_extent(Policy::Decay::input_gates(a.decay), s)},
-                                      false));
+                                      false, !device_state_index<Backend>::value));
   }
   if (plan) LASP_RETURN_IF_ERROR(plan->check_decay(a.decay, a.shape));
   Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(a.shape, ws), {}};
@@ -242,6 +242,12 @@ Status refuse(PlanPtr<Policy, T> plan, const Args& a, Comm& comm, const Workspac
     }
     if (!usable) return local;  // cannot take part: its peers will wait (README "Limits")
     Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(s, ws), stream};
+    if constexpr (supports_packed<Backend>::value) {
+      if (layout_mode(a)) {  // packed / zigzag: the geometry exchange is the agreement (forward_segments)
+        Geometry geo;
+        return exchange_geometry<Backend>(comm, a, local, c.lay.geo, stream, &geo);
+      }
+    }
     if constexpr (Forward) LASP_RETURN_IF_ERROR(Backend::unmark_forwarded(c));
     const Status agreed = agree_call<Backend>(comm, local, &c.lay, stream);
     if (agreed == Status::kCommError || agreed == Status::kCudaError) return agreed;
@@ -272,6 +278,19 @@ schedule::StateDims segment_dims(bool plan_hop, const Args& a, const Layout<Regi
   return group_dims<Backend>(a.shape, !zz && plan_hop, Policy::Decay::single_hop(a.decay, seg), lay);
 }
 
+/// The geometry of a packed / zigzag call (exchange_geometry). Device backends skip the per-call
+/// agreement of plain calls for these: the exchange carries every rank's status and its result is
+/// read on the host anyway (a synchronisation), so it agrees synchronously like the host
+/// backend; the device verdict slot is then cleared for the kernels.
+template <class Backend, class Args, class Comm, class C>
+Status open_segments(const Args& a, Comm& comm, C& c, typename Comm::stream_type stream, Geometry* geo) {
+  LASP_RETURN_IF_ERROR(exchange_geometry<Backend>(comm, a, Status::kSuccess, c.lay.geo, stream, geo));
+  if constexpr (!Backend::kSyncVerdict)
+    LASP_RETURN_IF_ERROR(Backend::zero(reinterpret_cast<float*>(c.lay.header + kDeviceStatus), 1, stream));
+  c.geo = geo;
+  return Status::kSuccess;
+}
+
 /// Forward of a packed and/or zigzag call (after the agreement): the geometry, each segment's
 /// summary, the scan (zigzag: fronts in rank order, then backs in reverse rank order fed with
 /// the state leaving segment R-1), each segment's outputs.
@@ -280,8 +299,7 @@ Status forward_segments(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename P
                         typename Comm::stream_type stream) {
   using Schedule = typename Policy::Schedule;
   Geometry geo;
-  LASP_RETURN_IF_ERROR(exchange_geometry(comm, a, stream, &geo));
-  c.geo = &geo;
+  LASP_RETURN_IF_ERROR(open_segments<Backend>(a, comm, c, stream, &geo));
   c.tag = layout_tag(a);
   const schedule::StateDims d = segment_dims<Policy, Backend>(plan && plan->single_hop(), a, c.lay);
   const int r = comm.rank(), R = comm.size();
@@ -322,8 +340,8 @@ Status backward_segments(PlanPtr<Policy, T> plan, const BackwardArgs<T, typename
                          typename Comm::stream_type stream) {
   using Schedule = typename Policy::Schedule;
   Geometry geo;
-  LASP_RETURN_IF_ERROR(exchange_geometry(comm, a, stream, &geo));
-  c.geo = &geo;
+  LASP_RETURN_IF_ERROR(open_segments<Backend>(a, comm, c, stream, &geo));
+  c.tag = layout_tag(a);
   const schedule::StateDims d = segment_dims<Policy, Backend>(plan && plan->single_hop(), a, c.lay);
   const int r = comm.rank(), R = comm.size();
   float* AL[2] = {c.lay.AL, c.lay.AL2};
@@ -373,10 +391,14 @@ Status forward(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename Policy::De
   // The reserve is about to be overwritten: a forward that does not complete must not leave the
   // previous forward's mark on it.
   LASP_RETURN_IF_ERROR(Backend::unmark_forwarded(c));
-  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
   if constexpr (supports_packed<Backend>::value) {
-    if (layout_mode(a)) return forward_segments<Policy, Backend>(plan, a, comm, c, stream);
+    if (layout_mode(a)) {
+      if constexpr (Backend::kSyncVerdict)
+        LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
+      return forward_segments<Policy, Backend>(plan, a, comm, c, stream);
+    }
   }
+  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
   const schedule::StateDims d = group_dims<Backend>(a.shape, plan && plan->single_hop(),
                                                     Policy::Decay::single_hop(a.decay, a.shape), c.lay);
   const bool last = comm.rank() == comm.size() - 1;
@@ -396,10 +418,14 @@ Status backward(PlanPtr<Policy, T> plan, const BackwardArgs<T, typename Policy::
   const Status local = check_backward_call<Policy, Backend>(plan, a, comm, ws);
   if (local != Status::kSuccess) return refuse<false, Policy, Backend, T>(plan, a, comm, ws, stream, local);
   Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(a.shape, ws), stream};
-  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
   if constexpr (supports_packed<Backend>::value) {
-    if (layout_mode(a)) return backward_segments<Policy, Backend>(plan, a, comm, c, stream);
+    if (layout_mode(a)) {
+      if constexpr (Backend::kSyncVerdict)
+        LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
+      return backward_segments<Policy, Backend>(plan, a, comm, c, stream);
+    }
   }
+  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
   const schedule::StateDims d = group_dims<Backend>(a.shape, plan && plan->single_hop(),
                                                     Policy::Decay::single_hop(a.decay, a.shape), c.lay);
   const int r = comm.rank(), R = comm.size();

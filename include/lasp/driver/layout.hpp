@@ -30,7 +30,7 @@ enum HeaderSlot : int {
   kDeviceStatus = 2,  // deferred verdict (backends whose verdict lives in device memory, see
                       // cuda::deferred_status): bits 0-7 this rank's device-side checks (bit 0:
                       // invalid gate value, bit 1: backward on a reserve that holds no forward of
-                      // these tensors), bits 8-15 the Status code a rank of the group refused the
+                      // these tensors, bit 2: bad device offsets or state slots of packed documents), bits 8-15 the Status code a rank of the group refused the
                       // call with (the agreement, driver.hpp). Kernels that write outputs skip
                       // their work while it is non-zero.
   kDeviceTag = 3,     // CUDA backend: fingerprint of the forward that filled the reserve
@@ -38,10 +38,12 @@ enum HeaderSlot : int {
 /// Encoding of the kDeviceStatus slot.
 inline constexpr unsigned kVerdictShift = 8;
 inline constexpr unsigned kDeviceCheckMask = 0xffu;
+inline constexpr unsigned kBadDocBit = 4u;  // bit 2: packed documents, device offsets or state slots (kernel::DocCheck)
 inline Status decode_verdict(std::uint32_t v) {
   const std::uint32_t code = (v >> kVerdictShift) & 0xffu;
   if (code) return Status(int(code));
   if (v & 1u) return Status::kInvalidDecay;  // the root cause when both are set (no forward completed)
+  if (v & kBadDocBit) return Status::kInvalidOffsets;
   return (v & kDeviceCheckMask) ? Status::kNotForwarded : Status::kSuccess;
 }
 inline constexpr std::size_t kHeaderSlots = kRegionAlign / sizeof(std::uint32_t);
@@ -65,6 +67,7 @@ struct Layout {
   float* dc = nullptr;           // (B*H) gates: this rank's dLoss/dc total; then (B*H) later ranks' suffix
   float* dc_gathered = nullptr;  // R x (B*H) gates' totals of every rank
   float* words = nullptr;        // (1 + R) x kStatusFloats: this rank's status word, then every rank's
+  float* geo = nullptr;          // device backends with packed calls: (1 + R) geometry records (packed.hpp)
   Regions backend{};
   WorkspaceSizes sizes{};
   index_t bh = 0, de = 0;
@@ -97,6 +100,7 @@ Layout<typename Backend::Regions> carve(const Shape& s, void* reserve, void* scr
   l.dc = sc.take<float>(2 * std::size_t(l.bh));
   l.dc_gathered = sc.take<float>(std::size_t(l.bh) * R);
   l.words = sc.take<float>(schedule::kStatusFloats * (1 + R));
+  l.geo = sc.take<float>(two && !Backend::kSyncVerdict ? kGeometryFloats * (1 + R) : 0);
   // Backends without empty shards refuse N = 0 (driver.hpp) and never see it: their regions
   // (the CUDA backend's segment split divides by the chunks of N) are sized as for N = 1.
   Shape bs = s;

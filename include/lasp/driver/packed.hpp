@@ -39,6 +39,14 @@ struct supports_empty : std::false_type {};
 template <class B>
 struct supports_empty<B, std::void_t<decltype(B::kEmptyShards)>> : std::bool_constant<B::kEmptyShards> {};
 
+/// Backends that declare `static constexpr bool kDeviceStateIndex = true` (the CUDA backend) read
+/// Packed::state_index on the device: the host checks skip its values (the backend checks them
+/// where it reads them and reports kInvalidOffsets through its deferred status).
+template <class B, class = void>
+struct device_state_index : std::false_type {};
+template <class B>
+struct device_state_index<B, std::void_t<decltype(B::kDeviceStateIndex)>> : std::bool_constant<B::kDeviceStateIndex> {};
+
 /// Read access to cu_seqlens (host-readable memory only).
 struct Docs {
   const void* p = nullptr;
@@ -139,7 +147,7 @@ inline Extent floats_extent(const void* p, index_t n) {
 /// `outs`, `ins`: byte ranges of the call's other outputs and inputs (for the overlap checks).
 template <class Args>
 Status check_layout(const Args& a, bool supported, index_t plan_total, const std::vector<Extent>& outs,
-                    const std::vector<Extent>& ins, bool forward) {
+                    const std::vector<Extent>& ins, bool forward, bool host_slots = true) {
   const Shape& s = a.shape;
   if (a.sharding != Sharding::kContiguous && a.sharding != Sharding::kZigzag) return Status::kInvalidShape;
   if (!layout_mode(a)) return Status::kSuccess;
@@ -164,7 +172,7 @@ Status check_layout(const Args& a, bool supported, index_t plan_total, const std
   if (plan_total >= 0 && d.total() != plan_total) return Status::kInvalidOffsets;
   if (p.initial_states) {
     if (p.pool < 1 || (!p.state_index && p.pool < p.docs)) return Status::kInvalidOffsets;
-    if (p.state_index)
+    if (p.state_index && host_slots)
       for (index_t i = 0; i < p.docs; ++i)
         if (p.state_index[i] < -1 || index_t(p.state_index[i]) >= p.pool) return Status::kInvalidOffsets;
   }
@@ -190,34 +198,49 @@ Status check_layout(const Args& a, bool supported, index_t plan_total, const std
 }
 
 /// Floats of one rank's record in exchange_geometry: N in three 16-bit parts, the offsets' hash
-/// in four 16-bit parts, the layout mode.
-inline constexpr std::size_t kGeometryFloats = 8;
+/// in four 16-bit parts, the layout mode, the rank's status.
+inline constexpr std::size_t kGeometryFloats = 9;
 
-/// Collective (after the agreement, every rank of a packed / zigzag call): all-gathers every
-/// rank's N and the hash of its offsets, and places this rank's segments in the global
-/// sequence. Returns the same status on every rank: kPeerMismatch when the ranks' offsets
-/// differ, kInvalidOffsets when the last offset is not the group's total, kCommError.
-template <class Args, class Comm, class Stream>
-Status exchange_geometry(Comm& comm, const Args& a, Stream stream, Geometry* g) {
+/// Collective (every rank of a packed / zigzag call): all-gathers every rank's status, N and the
+/// hash of its offsets, and places this rank's segments in the global sequence. Returns the same
+/// status on every rank: the status of the lowest rank that refused the call (`local`), then
+/// kPeerMismatch when the ranks' layouts or offsets differ, kInvalidOffsets when the last offset
+/// is not the group's total, kCommError. Backends whose memory the host cannot read
+/// (kSyncVerdict false) pass `staging`, (1 + R) records of device memory: the records go
+/// through it and come back to the host (one synchronisation of `stream`); so for them this
+/// exchange is also the call's agreement (driver.hpp).
+template <class Backend, class Args, class Comm, class Stream>
+Status exchange_geometry(Comm& comm, const Args& a, Status local, float* staging, Stream stream, Geometry* g) {
   const int R = comm.size(), r = comm.rank();
   const Packed& p = a.packed;
   const bool packed = p.active(), zz = a.sharding == Sharding::kZigzag;
   const Docs d{p.cu_seqlens, p.index_bits, p.docs};
-  const std::uint64_t h = packed ? offsets_hash(d) : 0;
-  std::vector<float> mine(kGeometryFloats, 0.f), all(kGeometryFloats * std::size_t(R), 0.f);
-  const auto n = std::uint64_t(a.shape.N);
+  const std::uint64_t h = packed && local == Status::kSuccess ? offsets_hash(d) : 0;
+  constexpr std::size_t W = kGeometryFloats;
+  std::vector<float> mine(W, 0.f), all(W * std::size_t(R), 0.f);
+  const auto n = std::uint64_t(a.shape.N > 0 ? a.shape.N : 0);
   for (int c = 0; c < 3; ++c) mine[std::size_t(c)] = float((n >> (16 * c)) & 0xffffu);
   for (int c = 0; c < 4; ++c) mine[std::size_t(3 + c)] = float((h >> (16 * c)) & 0xffffu);
   mine[7] = float(layout_mode(a));
+  mine[8] = float(int(local));
   if (R > 1) {
-    LASP_RETURN_IF_ERROR(comm.all_gather(mine.data(), all.data(), kGeometryFloats, stream));
+    if constexpr (Backend::kSyncVerdict) {
+      LASP_RETURN_IF_ERROR(comm.all_gather(mine.data(), all.data(), W, stream));
+    } else {
+      float* own = staging + W * std::size_t(R);
+      LASP_RETURN_IF_ERROR(Backend::to_device(own, mine.data(), W, stream));
+      LASP_RETURN_IF_ERROR(comm.all_gather(own, staging, W, stream));
+      LASP_RETURN_IF_ERROR(Backend::to_host(all.data(), staging, W * std::size_t(R), stream));
+    }
   } else {
     all = mine;
   }
+  for (int j = 0; j < R; ++j)
+    if (const float st = all[std::size_t(j) * W + 8]; st != 0.f) return Status(int(st));
   std::vector<index_t> N(static_cast<std::size_t>(R));
   for (int j = 0; j < R; ++j) {
-    const float* rec = all.data() + std::size_t(j) * kGeometryFloats;
-    for (std::size_t i = 3; i < kGeometryFloats; ++i)
+    const float* rec = all.data() + std::size_t(j) * W;
+    for (std::size_t i = 3; i < 8; ++i)
       if (rec[i] != all[i]) return Status::kPeerMismatch;
     std::uint64_t nj = 0;
     for (int c = 0; c < 3; ++c) nj |= std::uint64_t(rec[c]) << (16 * c);

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include "../../driver/driver.hpp"
 #include "../../element.hpp"
+#include "../../kernel/doc_states.cuh"
 #include "../../kernel/state_ops.cuh"
 #include "../../policy/policy.hpp"
 #include "../select.hpp"
@@ -45,6 +46,24 @@ struct Backend {
   /// The agreement's verdict stays on the device (reading it would synchronise): it lands in the
   /// reserve header's kDeviceStatus slot, which the kernels check (driver.hpp, deferred.cuh).
   static constexpr bool kSyncVerdict = false;
+  /// Packed documents (docs/packed-cuda.md; the zigzag layout and per-token gates with documents
+  /// are refused with kUnsupportedFeature for now). The offsets come twice (Packed::cu_seqlens on
+  /// the host, cu_seqlens_device for the kernels); the per-document states and state_index are
+  /// device memory, the slots checked on the device (kernel::DocCheck).
+  static constexpr bool kPackedSequences = true;
+  static constexpr bool kDeviceStateIndex = true;
+
+  /// Host <-> device copies of a few floats (the geometry exchange of packed calls,
+  /// driver/packed.hpp); to_host synchronises the stream.
+  static Status to_device(float* d, const float* h, std::size_t n, cudaStream_t s) {
+    LASP_CUDA_TRY(cudaMemcpyAsync(d, h, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    return Status::kSuccess;
+  }
+  static Status to_host(float* h, const float* d, std::size_t n, cudaStream_t s) {
+    LASP_CUDA_TRY(cudaMemcpyAsync(h, d, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    LASP_CUDA_TRY(cudaStreamSynchronize(s));
+    return Status::kSuccess;
+  }
 
   // ---- state ops (schedule/common.hpp) ----
   static Status zero(float* p, std::size_t n, cudaStream_t s) {
@@ -108,6 +127,16 @@ struct Backend {
     const void* ptrs[] = {a.q.ptr, a.k.ptr, a.v.ptr, a.o.ptr, Decay::input_gates(a.decay).ptr, ws.ptr, ws.scratch,
                           rank == 0 ? a.initial_state : nullptr, rank == size - 1 ? a.final_state : nullptr};
     for (const void* p : ptrs) LASP_RETURN_IF_ERROR(device_accessible(p, dev));
+    return check_packed_memory(a.packed, dev, true);
+  }
+  /// Packed calls: cu_seqlens on the host, its copy, the states and the slots on the device.
+  static Status check_packed_memory(const Packed& pk, int dev, bool forward) {
+    if (!pk.active()) return Status::kSuccess;
+    LASP_RETURN_IF_ERROR(host_readable(pk.cu_seqlens));
+    const void* ptrs[] = {pk.cu_seqlens_device, pk.initial_states, pk.state_index,
+                          forward ? pk.final_states : nullptr, forward ? nullptr : pk.d_final_states,
+                          forward ? nullptr : pk.d_initial_states};
+    for (const void* p : ptrs) LASP_RETURN_IF_ERROR(device_accessible(p, dev));
     return Status::kSuccess;
   }
   template <class T, class Decay>
@@ -120,7 +149,7 @@ struct Backend {
                           ws.scratch, rank == size - 1 ? a.d_final_state : nullptr,
                           rank == 0 ? a.d_initial_state : nullptr};
     for (const void* p : ptrs) LASP_RETURN_IF_ERROR(device_accessible(p, dev));
-    return Status::kSuccess;
+    return check_packed_memory(a.packed, dev, false);
   }
 
   /// What the device and the built kernels cannot run is refused before anything is launched.
@@ -164,6 +193,7 @@ struct Backend {
       return x;
     }();
     mix(policy);
+    mix(driver::layout_tag(a));  // a packed forward pairs only with a backward of the same documents
     if (a.forward_id != 0) {  // the caller names the forward (its inputs may move before backward)
       mix(0x9e3779b97f4a7c15ull);
       mix(std::uint64_t(a.forward_id));
@@ -177,11 +207,25 @@ struct Backend {
   }
   template <class Policy, class T>
   static Status check_forward(const ForwardArgs<T, typename Policy::Decay>& a) {
-    return check_common<Policy, T>(a.shape);
+    LASP_RETURN_IF_ERROR((check_common<Policy, T>(a.shape)));
+    return check_packed<Policy>(a);
   }
   template <class Policy, class T>
   static Status check_backward(const BackwardArgs<T, typename Policy::Decay>& a) {
-    return check_common<Policy, T>(a.shape);
+    LASP_RETURN_IF_ERROR((check_common<Policy, T>(a.shape)));
+    return check_packed<Policy>(a);
+  }
+  /// What of packed / zigzag calls this backend does not run yet (kUnsupportedFeature), and the
+  /// device copy of the offsets (the rest: driver::check_layout).
+  template <class Policy, class Args>
+  static Status check_packed(const Args& a) {
+    if (!driver::layout_mode(a)) return Status::kSuccess;
+    if (a.sharding == Sharding::kZigzag) return Status::kUnsupportedFeature;
+    if constexpr (Policy::Decay::kHasGradient) return Status::kUnsupportedFeature;
+    if (!a.packed.cu_seqlens_device) return Status::kNullPointer;
+    if (reinterpret_cast<std::uintptr_t>(a.packed.cu_seqlens_device) % std::uintptr_t(a.packed.index_bits == 64 ? 8 : 4))
+      return Status::kMisaligned;
+    return Status::kSuccess;
   }
   // The header lives in device memory: reading it back would synchronise, so forward/backward
   // pairing is the caller's contract on this backend.
@@ -209,7 +253,69 @@ struct Backend {
     p.seg_M = r.seg_M; p.seg_Apost = r.seg_Apost;
     p.qdq = r.qdq; p.seg_dc = r.seg_dc;
     p.status = c.lay.header + driver::kDeviceStatus;
+    p.row0 = 0;
+    p.row1 = s.N;
+    if (const driver::Docs* d = driver::docs_of(c)) {
+      const driver::Segment sg = driver::segment_of(s, c);
+      const Packed& pk = a.packed;
+      p.row0 = sg.n0;
+      p.row1 = sg.n1;
+      p.g0 = sg.g0 - sg.n0;
+      p.docs = kernel::DocOffsets{pk.cu_seqlens_device, pk.index_bits, d->count};
+      p.doc_init = pk.initial_states;
+      p.doc_slot = pk.state_index;
+      p.pool = pk.initial_states ? pk.pool : 0;
+    }
     return p;
+  }
+  static bool packed(const Ctx& c) { return driver::docs_of(c) != nullptr; }
+  /// Launch the packed variant of a kernel (Docs = true) for packed calls.
+  template <class K, class KDocs>
+  static Status launch2(bool docs, const typename K::Params& p, cudaStream_t s, const DeviceInfo& dev) {
+    return docs ? launch<KDocs>(p, s, dev) : launch<K>(p, s, dev);
+  }
+  /// Packed calls: the device-side check of this segment's documents (kernel::DocCheck) and the
+  /// range of documents it covers, [i0, i1) (empty documents at its end included).
+  static void doc_range(const Shape& s, const Ctx& c, index_t* i0, index_t* i1) {
+    const driver::Docs& d = *driver::docs_of(c);
+    const driver::Segment sg = driver::segment_of(s, c);
+    const index_t g1 = sg.g0 + (sg.n1 - sg.n0);
+    *i0 = std::max<index_t>(0, d.lower(sg.g0) - 1);  // the document holding g0, and every one starting at or after it
+    *i1 = std::min(d.upper(g1), d.count);            // past every document starting at or before g1
+  }
+  template <class Args>
+  static Status check_docs(const Args& a, const Ctx& c) {
+    const driver::Docs& d = *driver::docs_of(c);
+    index_t i0 = 0, i1 = 0;
+    doc_range(a.shape, c, &i0, &i1);
+    std::uint32_t h = 0;
+    for (index_t i = i0; i <= i1; ++i) h += kernel::doc_mix(i, d.at(i));
+    const Packed& pk = a.packed;
+    return launch<kernel::DocCheck>({kernel::DocOffsets{pk.cu_seqlens_device, pk.index_bits, d.count}, i0, i1, h,
+                                     pk.initial_states ? pk.state_index : nullptr, pk.pool,
+                                     c.lay.header + driver::kDeviceStatus, driver::kBadDocBit},
+                                    c.stream, c.lay.backend.dev);
+  }
+  /// Packed calls: the states of the empty documents among [i0, i1) this segment owns.
+  template <class Args>
+  static Status empty_docs(const Args& a, const Ctx& c, const float* pool_states, const float* doc_states,
+                           float* dst) {
+    if (!dst) return Status::kSuccess;
+    const driver::Docs& d = *driver::docs_of(c);
+    index_t i0 = 0, i1 = 0;
+    doc_range(a.shape, c, &i0, &i1);
+    const driver::Segment sg = driver::segment_of(a.shape, c);
+    const index_t g1 = sg.g0 + (sg.n1 - sg.n0);
+    bool any = false;
+    for (index_t j = i0; j < i1 && !any; ++j)
+      any = d.at(j) == d.at(j + 1) && (d.at(j) < g1 || (sg.ends && d.at(j) == d.total()));
+    if (!any) return Status::kSuccess;
+    const Packed& pk = a.packed;
+    return launch<kernel::EmptyDocs>({kernel::DocOffsets{pk.cu_seqlens_device, pk.index_bits, d.count}, i0, i1, g1,
+                                      d.total(), sg.ends, pool_states, pool_states ? pk.state_index : nullptr,
+                                      pool_states ? pk.pool : 0, doc_states, dst, a.shape.H, a.shape.D * a.shape.E,
+                                      c.lay.header + driver::kDeviceStatus},
+                                     c.stream);
   }
   template <class Policy, class T>
   static auto bwd_params(const BackwardArgs<T, typename Policy::Decay>& a, const Ctx& c) {
@@ -219,6 +325,10 @@ struct Backend {
     p.dq = as<Op>(a.dq);
     p.dk = as<Op>(a.dk);
     p.dv = as<Op>(a.dv);
+    if (packed(c)) {
+      p.doc_dfinal = a.packed.d_final_states;
+      p.doc_dinit = a.packed.d_initial_states;
+    }
     return p;
   }
 
@@ -240,9 +350,11 @@ struct Backend {
     LASP_CUDA_TRY(cudaMemsetAsync(c.lay.header + driver::kDeviceTag, 0, sizeof(std::uint32_t), c.stream));
     const auto p = params<Policy, T>(a, c);
     const index_t bh = a.shape.B * a.shape.H, de = a.shape.D * a.shape.E;
+    const bool docs = packed(c);
+    if (docs) LASP_RETURN_IF_ERROR(check_docs(a, c));
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
       using K = decltype(k);
-      LASP_RETURN_IF_ERROR(launch<typename K::FwdSummary>(p, c.stream, c.lay.backend.dev));
+      LASP_RETURN_IF_ERROR((launch2<typename K::FwdSummary, typename K::DocFwdSummary>(docs, p, c.stream, c.lay.backend.dev)));
       return fold<false>(p, AL, AL + bh, de, c.stream);
     });
   }
@@ -254,9 +366,14 @@ struct Backend {
     p.rank_state = P;
     p.tag = c.lay.header + driver::kDeviceTag;
     p.tag_value = forward_tag<Policy, T>(a);
-    return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
-      return launch<typename decltype(k)::FwdOutput>(p, c.stream, c.lay.backend.dev);
-    });
+    const bool docs = packed(c);
+    if (docs) p.doc_final = a.packed.final_states;
+    LASP_RETURN_IF_ERROR((with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
+      using K = decltype(k);
+      return launch2<typename K::FwdOutput, typename K::DocFwdOutput>(docs, p, c.stream, c.lay.backend.dev);
+    })));
+    if (docs) return empty_docs(a, c, a.packed.initial_states, nullptr, a.packed.final_states);
+    return Status::kSuccess;
   }
 
   // ---- backward ----
@@ -267,13 +384,16 @@ struct Backend {
     p.tag = c.lay.header + driver::kDeviceTag;  // BwdSummary checks the forward's fingerprint
     p.tag_value = forward_tag<Policy, T>(a);
     const index_t de = a.shape.D * a.shape.E;
+    const bool docs = packed(c);
+    if (docs) LASP_RETURN_IF_ERROR(check_docs(a, c));
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
       using K = decltype(k);
+      const DeviceInfo& dev = c.lay.backend.dev;
       if constexpr (!Policy::Caching::kCache) {
-        LASP_RETURN_IF_ERROR(launch<typename K::FwdSummary>(p, c.stream, c.lay.backend.dev));
+        LASP_RETURN_IF_ERROR((launch2<typename K::FwdSummary, typename K::DocFwdSummary>(docs, p, c.stream, dev)));
         LASP_RETURN_IF_ERROR(fold<false>(p, nullptr, nullptr, de, c.stream));
       }
-      LASP_RETURN_IF_ERROR(launch<typename K::BwdSummary>(p, c.stream, c.lay.backend.dev));
+      LASP_RETURN_IF_ERROR((launch2<typename K::BwdSummary, typename K::DocBwdSummary>(docs, p, c.stream, dev)));
       return fold<true>(p, nullptr, M, de, c.stream);
     });
   }
@@ -284,7 +404,8 @@ struct Backend {
     auto p = bwd_params<Policy>(a, c);
     p.rank_state = P;
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
-      return launch<typename decltype(k)::BwdDq>(p, c.stream, c.lay.backend.dev);
+      using K = decltype(k);
+      return launch2<typename K::BwdDq, typename K::DocBwdDq>(packed(c), p, c.stream, c.lay.backend.dev);
     });
   }
 
@@ -295,8 +416,10 @@ struct Backend {
     p.rank_state = P;
     p.rank_grad = G;
     LASP_RETURN_IF_ERROR((with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
-      return launch<typename decltype(k)::BwdDkDv>(p, c.stream, c.lay.backend.dev);
+      using K = decltype(k);
+      return launch2<typename K::BwdDkDv, typename K::DocBwdDkDv>(packed(c), p, c.stream, c.lay.backend.dev);
     })));
+    if (packed(c)) LASP_RETURN_IF_ERROR(empty_docs(a, c, nullptr, a.packed.d_final_states, a.packed.d_initial_states));
     if constexpr (Policy::Decay::kHasGradient) {
       const Regions& r = c.lay.backend;
       const index_t bh = a.shape.B * a.shape.H;

@@ -29,6 +29,12 @@ struct Sm80Kernels {
   using BwdSummary = kernel::sm80::BwdSummary<Op, Decay, D, E, C>;
   using BwdDq = kernel::sm80::BwdDq<Op, Decay, D, E, C>;
   using BwdDkDv = kernel::sm80::BwdDkDv<Op, Decay, D, E, C>;
+  // Packed documents (every family runs these: the walks over documents exist for sm_80 only).
+  using DocFwdSummary = kernel::sm80::FwdSummary<Op, Decay, D, E, C, true>;
+  using DocFwdOutput = kernel::sm80::FwdOutput<Op, Decay, D, E, C, true>;
+  using DocBwdSummary = kernel::sm80::BwdSummary<Op, Decay, D, E, C, true>;
+  using DocBwdDq = kernel::sm80::BwdDq<Op, Decay, D, E, C, true>;
+  using DocBwdDkDv = kernel::sm80::BwdDkDv<Op, Decay, D, E, C, true>;
 };
 
 /// The sm_90a family: the sm_80 kernels with the wgmma ones where they exist (bf16 operands;

@@ -15,7 +15,7 @@
 LASP_NAMESPACE_BEGIN
 namespace kernel::sm80 {
 
-template <class T, class Decay, int D, int E, int C>
+template <class T, class Decay, int D, int E, int C, bool Docs = false>
 struct BwdDkDv {
   using Params = ChunkParams<T, Decay>;
   using Op = op_for_t<T>;
@@ -51,9 +51,7 @@ struct BwdDkDv {
     constexpr bool kRange = std::is_same_v<Op, __half>;
     Fp16Range range;
     const ChunkWalk<C, 1, true, Decay> walk{cta.n_begin, cta.n_end, p.decay, b, h, nullptr};
-    walk.run(
-        sm.g,
-        [&](index_t n0, int len, int) {
+    auto issue = [&](index_t n0, int len, int) {
           load_tile_async<C, D, kThreads>(sm.q, p.q.at(b, n0, h), p.q.stride_n, len, tid);
           load_tile_async<C, D, kThreads>(sm.k, p.k.at(b, n0, h), p.k.stride_n, len, tid);
           load_tile_async<C, E, kThreads>(sm.v, p.v.at(b, n0, h), p.v.stride_n, len, tid);
@@ -68,8 +66,8 @@ struct BwdDkDv {
           } else {
             store_acc<MT, NT, E>(sm.s, dS, warp * (D / 4), 0, lane, NoScale{});
           }
-        },
-        [&](index_t n0, int len, int) {
+        };
+    auto body = [&](index_t n0, int len, int) {
           const float G = g[C - 1];
           float w0 = __expf(G - g[m0 + gid]), w1 = __expf(G - g[m0 + gid + 8]);
           if constexpr (kRange) { w0 *= range.up; w1 *= range.up; }
@@ -139,7 +137,25 @@ struct BwdDkDv {
           // pass over it and two barriers). Nothing here reads another warp's results: sm.p rows
           // are per warp, sm.q and sm.dO are read-only until the walk's closing barrier.
           update_state<C, D, E>(dS, __expf(G), sm.q, warp * (D / 4), sm.dO, 0, lane, FromStartScale{g, p.scale});
-        });
+        };
+    if constexpr (Docs) {
+      // A document's last chunk starts from the gradient of its final state (before its loads:
+      // issue stores dS to shared memory); after its first chunk dS is the gradient of its
+      // initial state.
+      walk.run_docs(
+          sm.g, cta.cursor<C, true>(p), issue,
+          [&](const DocChunk& ch) {
+            if (!ch.ends) return;
+            if (const float* F = doc_row(p.doc_dfinal, ch.doc, p.H, h, D * E)) load_state<MT, NT, E>(dS, 0.f, nullptr, F, warp * (D / 4), 0, lane);
+            else zero_acc(dS);
+          },
+          [&](const DocChunk& ch, int buf) {
+            body(ch.n0, ch.len, buf);
+            if (ch.starts && p.doc_dinit) store_state<E>(doc_row(p.doc_dinit, ch.doc, p.H, h, D * E), dS, warp * (D / 4), lane);
+          });
+    } else {
+      walk.run(sm.g, issue, body);
+    }
     if constexpr (Decay::kHasGradient) {
       if (tid == 0) p.seg_dc[sidx] = carry;
     }

@@ -13,7 +13,7 @@
 LASP_NAMESPACE_BEGIN
 namespace kernel::sm80 {
 
-template <class T, class Decay, int D, int E, int C>
+template <class T, class Decay, int D, int E, int C, bool Docs = false>
 struct BwdDq {
   using Params = ChunkParams<T, Decay>;
   using Op = op_for_t<T>;
@@ -48,15 +48,13 @@ struct BwdDq {
     index_t prev_n0 = -1;
     int prev_len = 0;
     const ChunkWalk<C, 2, false, Decay> walk{cta.n_begin, cta.n_end, p.decay, b, h, nullptr};
-    walk.run(
-        sm.g,
-        [&](index_t n0, int len, int buf) {
+    auto issue = [&](index_t n0, int len, int buf) {
           load_tile_async<C, D, kThreads>(sm.k[buf], p.k.at(b, n0, h), p.k.stride_n, len, tid);
           load_tile_async<C, E, kThreads>(sm.v[buf], p.v.at(b, n0, h), p.v.stride_n, len, tid);
           load_tile_async<C, E, kThreads>(sm.dO[buf], p.dout.at(b, n0, h), p.dout.stride_n, len, tid);
           cp_async_commit();
-        },
-        [&](index_t n0, int len, int buf) {
+        };
+    auto body = [&](index_t n0, int len, int buf) {
           const Op* sk = sm.k[buf];
           const Op* sv = sm.v[buf];
           const Op* sdo = sm.dO[buf];
@@ -113,7 +111,19 @@ struct BwdDq {
           update_state<C, D, E>(S, __expf(G), sk, d0, sv, 0, lane, ToEndScale{g, G});
           prev_n0 = n0;
           prev_len = len;
-        });
+        };
+    if constexpr (Docs) {
+      walk.run_docs(
+          sm.g, cta.cursor<C, false>(p), issue,
+          [&](const DocChunk& ch) {  // a document starts from its initial state (or zero)
+            if (!ch.starts) return;
+            if (const float* I = doc_initial(p, ch.doc, h, D * E)) load_state<MS, NS, E>(S, 0.f, nullptr, I, d0, 0, lane);
+            else zero_acc(S);
+          },
+          [&](const DocChunk& ch, int buf) { body(ch.n0, ch.len, buf); });
+    } else {
+      walk.run(sm.g, issue, body);
+    }
     if constexpr (Decay::kHasGradient) {
       if (prev_n0 >= 0) flush_qdq(prev_n0, prev_len);
     }

@@ -9,7 +9,7 @@
 LASP_NAMESPACE_BEGIN
 namespace kernel::sm80 {
 
-template <class T, class Decay, int D, int E, int C>
+template <class T, class Decay, int D, int E, int C, bool Docs = false>
 struct BwdSummary {
   using Params = ChunkParams<T, Decay>;
   using Op = op_for_t<T>;
@@ -32,18 +32,34 @@ struct BwdSummary {
     float M[MT][NT][4];
     zero_acc(M);
     const ChunkWalk<C, 2, true, Decay, false> walk{cta.n_begin, cta.n_end, p.decay, cta.b, cta.h, p.status};
-    walk.run(
-        sm.g,
-        [&](index_t n0, int len, int buf) {
-          load_tile_async<C, D, kThreads>(sm.q[buf], p.q.at(cta.b, n0, cta.h), p.q.stride_n, len, tid);
-          load_tile_async<C, E, kThreads>(sm.dO[buf], p.dout.at(cta.b, n0, cta.h), p.dout.stride_n, len, tid);
-          cp_async_commit();
-        },
-        [&](index_t, int, int buf) {
-          // M <- exp(G) M + scale (diag(exp(g)) Q)^T dO, the weights applied to the A fragments in registers.
-          update_state<C, D, E>(M, __expf(sm.g[buf][C - 1]), sm.q[buf], warp * (D / 4), sm.dO[buf], 0, lane,
-                                FromStartScale{sm.g[buf], p.scale});
-        });
+    auto issue = [&](index_t n0, int len, int buf) {
+      load_tile_async<C, D, kThreads>(sm.q[buf], p.q.at(cta.b, n0, cta.h), p.q.stride_n, len, tid);
+      load_tile_async<C, E, kThreads>(sm.dO[buf], p.dout.at(cta.b, n0, cta.h), p.dout.stride_n, len, tid);
+      cp_async_commit();
+    };
+    auto body = [&](int buf) {
+      // M <- exp(G) M + scale (diag(exp(g)) Q)^T dO, the weights applied to the A fragments in registers.
+      update_state<C, D, E>(M, __expf(sm.g[buf][C - 1]), sm.q[buf], warp * (D / 4), sm.dO[buf], 0, lane,
+                            FromStartScale{sm.g[buf], p.scale});
+    };
+    if constexpr (Docs) {
+      // A document's last chunk (the first one walked) starts from the gradient of its final
+      // state; after its first chunk nothing flows further back (M = 0: the state before a
+      // start does not reach it, and the segment's A is 0).
+      walk.run_docs(
+          sm.g, cta.cursor<C, true>(p), issue,
+          [&](const DocChunk& ch) {
+            if (!ch.ends) return;
+            if (const float* F = doc_row(p.doc_dfinal, ch.doc, p.H, cta.h, D * E)) load_state<MT, NT, E>(M, 0.f, nullptr, F, warp * (D / 4), 0, lane);
+            else zero_acc(M);
+          },
+          [&](const DocChunk& ch, int buf) {
+            body(buf);
+            if (ch.starts) zero_acc(M);
+          });
+    } else {
+      walk.run(sm.g, issue, [&](index_t, int, int buf) { body(buf); });
+    }
     store_state<E>(p.seg_M + cta.seg_index(p) * D * E, M, warp * (D / 4), lane);
   }
 };

@@ -23,6 +23,14 @@
 // buffer `buf` and commits them (plus anything else it must do before the loads are waited
 // for), and body(n0, len, buf) computes a chunk whose tiles and decay g[buf] are in shared
 // memory. The walk places the barriers around body.
+//
+// run_docs: the same walk over the chunks of a kernel::DocCursor (packed documents: chunks never
+// cross a document start, docs/packed-cuda.md section 2); body(chunk, buf) gets the DocChunk,
+// whose starts / ends flags tell the kernel where to reset or hand over a state; before(chunk)
+// runs first (two buffers: after the barrier that lands the chunk; one buffer: before its loads
+// are issued, since issue may read the state). Stages 1 and 2 (the sm_80 kernels; packed calls
+// always run those).
+#include "../doc_chunks.hpp"
 #include "mma.cuh"
 
 LASP_NAMESPACE_BEGIN
@@ -104,6 +112,60 @@ struct ChunkWalk {
       __syncthreads();
       if constexpr (Stages == 2) buf ^= 1;
       if constexpr (Stages > 2) buf = buf + 1 == Stages ? 0 : buf + 1;
+    }
+  }
+
+  template <class Cursor, class Issue, class Before, class Body>
+  LASP_DEVICE void run_docs(float (&g)[Stages][C], Cursor cur, Issue&& issue, Before&& before, Body&& body) const {
+    static_assert(Stages <= 2, "packed walks: the sm_80 kernels (one or two buffers)");
+    if (!cur.more()) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    typename Decay::template Chunk<C> dec;
+    auto load = [&](const DocChunk& ch, int buf) {
+      issue(ch.n0, ch.len, buf);
+      if (warp == 0) {
+        dec.load(decay, b, ch.n0, h, ch.len, lane, check);
+        if constexpr (!kLateScan) dec.finish(g[buf], decay, h, lane);
+      }
+    };
+    if constexpr (Stages == 2) {
+      DocChunk now = cur.next();
+      load(now, 0);
+      if constexpr (kLateScan) {
+        if (warp == 0) dec.finish(g[0], decay, h, lane);
+      }
+      int buf = 0;
+      for (;;) {
+        const bool more = cur.more();
+        DocChunk nxt;
+        if (more) {
+          nxt = cur.next();
+          load(nxt, buf ^ 1);  // the other buffer was released by the barrier ending the last chunk
+          cp_async_wait<1>();
+        } else {
+          cp_async_wait<0>();
+        }
+        __syncthreads();
+        before(now);
+        body(now, buf);
+        if constexpr (kLateScan) {
+          if (more && warp == 0) dec.finish(g[buf ^ 1], decay, h, lane);
+        }
+        __syncthreads();
+        if (!more) break;
+        now = nxt;
+        buf ^= 1;
+      }
+    } else {
+      while (cur.more()) {
+        const DocChunk ch = cur.next();
+        before(ch);  // one buffer: before the loads (issue may read the state, e.g. BwdDkDv)
+        load(ch, 0);
+        cp_async_wait<0>();
+        __syncthreads();
+        body(ch, 0);
+        __syncthreads();
+      }
     }
   }
 };

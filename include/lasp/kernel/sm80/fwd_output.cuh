@@ -14,7 +14,7 @@
 LASP_NAMESPACE_BEGIN
 namespace kernel::sm80 {
 
-template <class T, class Decay, int D, int E, int C>
+template <class T, class Decay, int D, int E, int C, bool Docs = false>
 struct FwdOutput {
   using Params = ChunkParams<T, Decay>;
   using Op = op_for_t<T>;
@@ -50,15 +50,13 @@ struct FwdOutput {
     }
     const int m0 = warp * 16;  // this warp's rows of the scores
     const ChunkWalk<C, 2, false, Decay> walk{cta.n_begin, cta.n_end, p.decay, b, h, nullptr};
-    walk.run(
-        sm.g,
-        [&](index_t n0, int len, int buf) {
+    auto issue = [&](index_t n0, int len, int buf) {
           load_tile_async<C, D, kThreads>(sm.q[buf], p.q.at(b, n0, h), p.q.stride_n, len, tid);
           load_tile_async<C, D, kThreads>(sm.k[buf], p.k.at(b, n0, h), p.k.stride_n, len, tid);
           load_tile_async<C, E, kThreads>(sm.v[buf], p.v.at(b, n0, h), p.v.stride_n, len, tid);
           cp_async_commit();
-        },
-        [&](index_t n0, int len, int buf) {
+        };
+    auto body = [&](index_t n0, int len, int buf) {
           const Op* sq = sm.q[buf];
           const Op* sk = sm.k[buf];
           const Op* sv = sm.v[buf];
@@ -88,7 +86,22 @@ struct FwdOutput {
           // S <- exp(G) S + (diag(exp(G - g)) K)^T V  (own columns; weights applied in registers)
           const float G = g[C - 1];
           update_state<C, D, E>(S, __expf(G), sk, 0, sv, e0, lane, ToEndScale{g, G});
-        });
+        };
+    if constexpr (Docs) {
+      walk.run_docs(
+          sm.g, cta.cursor<C, false>(p), issue,
+          [&](const DocChunk& ch) {  // a document starts from its initial state (or zero)
+            if (!ch.starts) return;
+            if (const float* I = doc_initial(p, ch.doc, h, D * E)) load_state<MS, NS, E>(S, 0.f, nullptr, I, 0, e0, lane);
+            else zero_acc(S);
+          },
+          [&](const DocChunk& ch, int buf) {
+            body(ch.n0, ch.len, buf);
+            if (ch.ends && p.doc_final) store_state<E>(doc_row(p.doc_final, ch.doc, p.H, h, D * E) + e0, S, 0, lane);
+          });
+    } else {
+      walk.run(sm.g, issue, body);
+    }
   }
 };
 
