@@ -142,20 +142,18 @@ TEST_CASE("gpu: split workspace (kept reserve, a different scratch per call) equ
   CHECK(rel_err(hp.dk(), ref.dk) < 1.6e-2);
 }
 
-// Packed documents on the CUDA backend (issue 11): what is not run yet (the zigzag layout, per-
-// token gates with documents) and packed calls without their device offsets or with offsets in
-// the wrong memory are refused before anything is read or written (host checks, agreed like
-// every other refusal). tests/gpu/test_packed.cu checks what runs.
-TEST_CASE("gpu: packed calls without device offsets, zigzag and gates with documents are refused, nothing written") {
+// Packed documents on the CUDA backend (issue 11): what is not run yet (the zigzag layout; gates
+// with documents on several ranks: tests/multigpu) and packed calls without their device
+// offsets or with offsets in the wrong memory are refused before anything is read or written
+// (host checks, agreed like every other refusal). tests/gpu/test_packed.cu checks what runs.
+TEST_CASE("gpu: packed calls without device offsets, and zigzag, are refused, nothing written") {
   using P = lasp::Policy<lasp::decay::PerHead>;
-  using PG = lasp::Policy<lasp::decay::Gate>;
   ProblemSpec s;
   s.B = 1; s.N = 128; s.H = 2; s.D = 64; s.E = 64;
   GlobalProblem<lasp::bf16> hp(s);
   DeviceProblem<lasp::bf16> dp(hp);
   lasp::comm::DeviceSingle comm;
-  const std::size_t wsb = std::max(lasp::workspace_size<P, lasp::bf16>(hp.shape(), comm),
-                                   lasp::workspace_size<PG, lasp::bf16>(hp.shape(), comm));
+  const std::size_t wsb = lasp::workspace_size<P, lasp::bf16>(hp.shape(), comm);
   DeviceBuf<unsigned char> ws(wsb);
   const lasp::Workspace w{ws.ptr, wsb};
   const std::vector<std::int32_t> cu = {0, 100, 128};
@@ -173,12 +171,6 @@ TEST_CASE("gpu: packed calls without device offsets, zigzag and gates with docum
     CHECK(lasp::backward<P>(ba, comm, w, nullptr) == lasp::Status::kNullPointer);
     fa.packed.cu_seqlens = d_cu.ptr, fa.packed.cu_seqlens_device = d_cu.ptr;  // host copy in device memory
     CHECK(lasp::forward<P>(fa, comm, w, nullptr) == lasp::Status::kWrongMemorySpace);
-  }
-  {
-    auto fa = dp.template forward_args<lasp::decay::Gate>(0);
-    fa.initial_state = nullptr, fa.final_state = nullptr;
-    fa.packed.cu_seqlens = cu.data(), fa.packed.cu_seqlens_device = d_cu.ptr, fa.packed.docs = 2;
-    CHECK(lasp::forward<PG>(fa, comm, w, nullptr) == lasp::Status::kUnsupportedFeature);
   }
   {
     auto fa = dp.template forward_args<lasp::decay::PerHead>(0);

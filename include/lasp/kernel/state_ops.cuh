@@ -5,6 +5,7 @@
 #include <algorithm>
 #include "../config.hpp"
 #include "../tensor.hpp"
+#include "doc_chunks.hpp"
 #include "launch.cuh"
 
 LASP_NAMESPACE_BEGIN
@@ -118,7 +119,12 @@ struct FoldSegments {
 };
 
 /// Decay gradients: dg of segment i gets the dc totals of the later segments of this rank plus
-/// `extra` (the final-state term on the last rank); dc_total[bh] = the rank's total.
+/// `extra` (the final-state term on the last rank); dc_total[bh] = the rank's total. Segments
+/// cover rows [row0 + i seg_len, ...) up to row1.
+/// Packed documents (docs.p non-null; g0: global position of local row 0): a document start
+/// stops the sum. Only the rows of segment i's last document get anything: the dc totals of the
+/// later segments up to and including the first one that holds a document start (BwdDkDv leaves
+/// in seg_dc the dc of a segment's rows before its first start). docs/packed-cuda.md section 4.
 struct GateSegmentFixup {
   struct Params {
     GateTensor dg;
@@ -128,7 +134,17 @@ struct GateSegmentFixup {
     int nseg;
     index_t B, H, N, seg_len;
     const unsigned* status;
+    index_t row0 = 0, row1 = 0;
+    DocOffsets docs{};
+    index_t g0 = 0;
   };
+  /// The segment [nb, ne) holds a document start: the document of its last row starts inside it.
+  LASP_DEVICE static bool has_start(const Params& p, index_t nb, index_t ne) {
+    return p.docs.at(p.docs.doc_at(p.g0 + ne - 1)) >= p.g0 + nb;
+  }
+  LASP_DEVICE static index_t seg_end(const Params& p, index_t nb) {
+    return p.row1 < nb + p.seg_len ? p.row1 : nb + p.seg_len;
+  }
   using SharedStorage = NoSharedStorage;
   static constexpr int kThreads = 256;
   static dim3 grid(const Params& p) { return dim3(unsigned(p.B * p.H), unsigned(p.nseg)); }
@@ -139,12 +155,23 @@ struct GateSegmentFixup {
     }
     const int seg = blockIdx.y;
     const index_t bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const index_t n_begin = p.row0 + seg * p.seg_len, n_end = seg_end(p, n_begin);
     float add = p.extra ? p.extra[bh] : 0.f;
-    for (int j = seg + 1; j < p.nseg; ++j) add += p.seg_dc[index_t(j) * p.B * p.H + bh];
-    if (seg == 0 && threadIdx.x == 0 && p.dc_total) p.dc_total[bh] = add + p.seg_dc[bh];
-    const index_t n_begin = seg * p.seg_len, n_end = (p.N < n_begin + p.seg_len ? p.N : n_begin + p.seg_len);
+    index_t from = n_begin;
+    if (p.docs.p) {
+      for (int j = seg + 1; j < p.nseg; ++j) {
+        const index_t jb = p.row0 + j * p.seg_len;
+        add += p.seg_dc[index_t(j) * p.B * p.H + bh];
+        if (has_start(p, jb, seg_end(p, jb))) break;
+      }
+      const index_t lo = p.docs.at(p.docs.doc_at(p.g0 + n_end - 1)) - p.g0;  // this segment's last document
+      from = lo > n_begin ? lo : n_begin;
+    } else {
+      for (int j = seg + 1; j < p.nseg; ++j) add += p.seg_dc[index_t(j) * p.B * p.H + bh];
+      if (seg == 0 && threadIdx.x == 0 && p.dc_total) p.dc_total[bh] = add + p.seg_dc[bh];
+    }
     if (add != 0.f)
-      for (index_t n = n_begin + threadIdx.x; n < n_end; n += blockDim.x) p.dg(b, n, h) += add;
+      for (index_t n = from + threadIdx.x; n < n_end; n += blockDim.x) p.dg(b, n, h) += add;
   }
 };
 

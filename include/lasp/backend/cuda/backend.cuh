@@ -46,8 +46,8 @@ struct Backend {
   /// The agreement's verdict stays on the device (reading it would synchronise): it lands in the
   /// reserve header's kDeviceStatus slot, which the kernels check (driver.hpp, deferred.cuh).
   static constexpr bool kSyncVerdict = false;
-  /// Packed documents (docs/packed-cuda.md; the zigzag layout and per-token gates with documents
-  /// are refused with kUnsupportedFeature for now). The offsets come twice (Packed::cu_seqlens on
+  /// Packed documents (docs/packed-cuda.md; the zigzag layout, and per-token gates with documents
+  /// on more than one rank, are refused with kUnsupportedFeature for now). The offsets come twice (Packed::cu_seqlens on
   /// the host, cu_seqlens_device for the kernels); the per-document states and state_index are
   /// device memory, the slots checked on the device (kernel::DocCheck).
   static constexpr bool kPackedSequences = true;
@@ -221,7 +221,11 @@ struct Backend {
   static Status check_packed(const Args& a) {
     if (!driver::layout_mode(a)) return Status::kSuccess;
     if (a.sharding == Sharding::kZigzag) return Status::kUnsupportedFeature;
-    if constexpr (Policy::Decay::kHasGradient) return Status::kUnsupportedFeature;
+    // Gates with documents: one rank for now (across ranks dg needs a suffix sum that stops at
+    // document starts, which the schedules' suffix_sum does not do).
+    if constexpr (Policy::Decay::kHasGradient) {
+      if (a.shape.R > 1) return Status::kUnsupportedFeature;
+    }
     if (!a.packed.cu_seqlens_device) return Status::kNullPointer;
     if (reinterpret_cast<std::uintptr_t>(a.packed.cu_seqlens_device) % std::uintptr_t(a.packed.index_bits == 64 ? 8 : 4))
       return Status::kMisaligned;
@@ -426,7 +430,7 @@ struct Backend {
       if (s_final) LASP_RETURN_IF_ERROR(launch<kernel::StateDot>({r.extra, G, s_final, bh, a.shape.D * a.shape.E}, c.stream, r.dev));
       LASP_RETURN_IF_ERROR(launch<kernel::GateSegmentFixup>(
           {a.dg, r.seg_dc, s_final ? r.extra : nullptr, dc_total, p.nseg, a.shape.B, a.shape.H, a.shape.N, p.seg_len,
-           p.status},
+           p.status, p.row0, p.row1, p.docs, p.g0},
           c.stream));
     }
     return Status::kSuccess;

@@ -151,7 +151,12 @@ struct BwdDkDv {
           },
           [&](const DocChunk& ch, int buf) {
             body(ch.n0, ch.len, buf);
-            if (ch.starts && p.doc_dinit) store_state<E>(doc_row(p.doc_dinit, ch.doc, p.H, h, D * E), dS, warp * (D / 4), lane);
+            if (ch.starts) {
+              if (p.doc_dinit) store_state<E>(doc_row(p.doc_dinit, ch.doc, p.H, h, D * E), dS, warp * (D / 4), lane);
+              // dg: the reverse sum stops at a document start; what is left at the end of the walk
+              // (seg_dc) is the dc of the rows before the segment's first start (GateSegmentFixup).
+              if constexpr (Decay::kHasGradient) carry = 0.f;
+            }
           });
     } else {
       walk.run(sm.g, issue, body);

@@ -120,7 +120,31 @@ struct BwdDq {
             if (const float* I = doc_initial(p, ch.doc, h, D * E)) load_state<MS, NS, E>(S, 0.f, nullptr, I, d0, 0, lane);
             else zero_acc(S);
           },
-          [&](const DocChunk& ch, int buf) { body(ch.n0, ch.len, buf); });
+          [&](const DocChunk& ch, int buf) {
+            body(ch.n0, ch.len, buf);
+            if constexpr (Decay::kHasGradient) {
+              // A document's final state depends on every gate of the document: its term
+              // <dF, S_end> joins q.dq of the document's last token (the reverse sum then
+              // carries it to every earlier token of the document).
+              const float* F = ch.ends ? doc_row(p.doc_dfinal, ch.doc, p.H, h, D * E) : nullptr;
+              if (F) {
+                float dot = 0.f;
+                #pragma unroll
+                for (int i = 0; i < MS; ++i)
+                  #pragma unroll
+                  for (int j = 0; j < NS; ++j) {
+                    const int r = d0 + 16 * i + gid, c = 8 * j + 2 * t4;
+                    const float2 f0 = *reinterpret_cast<const float2*>(F + r * E + c);
+                    const float2 f1 = *reinterpret_cast<const float2*>(F + (r + 8) * E + c);
+                    dot += f0.x * S[i][j][0] + f0.y * S[i][j][1] + f1.x * S[i][j][2] + f1.y * S[i][j][3];
+                  }
+                #pragma unroll
+                for (int o = 16; o; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+                __syncwarp();  // this warp's q.dq partials of the chunk are in sm.qdq[warp]
+                if (lane == 0) sm.qdq[warp][ch.len - 1] += dot;
+              }
+            }
+          });
     } else {
       walk.run(sm.g, issue, body);
     }
