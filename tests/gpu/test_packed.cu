@@ -2,8 +2,8 @@
 // against each document run alone through the double reference (gpu/packed_cuda.cuh): document
 // lengths from {1, 2, 63, 64, 65, 1000, rest} with empty documents (first, inside, last),
 // thousands of tokens per (b,h) so that CTAs walk many chunks and documents cross segment
-// boundaries, documents on chunk boundaries, one long document, thousands of one- and two-token
-// documents, int32 and int64 offsets, a pool with shared slots and -1, no state index, no
+// boundaries, documents on chunk boundaries, one long document, about two thousand one- and
+// two-token documents, int32 and int64 offsets, a pool with shared slots and -1, no state index, no
 // initial / final states, D, E in {64, 128} with D != E, decay::None and decay::PerHead, bf16
 // (fp16 and fp32 for a few cases). Refusals (nothing written): no device copy of the offsets,
 // B != 1, bad host offsets, whole-sequence states; a bad state_index value is found on the
@@ -55,7 +55,7 @@ PSpec spec(index_t T, std::vector<index_t> docs, index_t H, index_t D, index_t E
 /// (1 + 63, 2 + 62, 65 + 63) that fill a chunk, empty documents inside, and one of 2048 tokens.
 const std::vector<index_t> kChunkAligned = {64, 128, 64, 960, 1, 63, 2, 62, 1280, 0, 64, 0, 65, 63, 2048, 64};
 
-/// Thousands of documents of 0, 1 and 2 tokens: many document starts in every chunk.
+/// Documents of 0, 1 and 2 tokens: many document starts in every chunk.
 std::vector<index_t> tiny_docs(index_t T, std::uint32_t seed) {
   std::mt19937 g(seed);
   std::vector<index_t> d;
@@ -103,7 +103,7 @@ TEST_CASE("gpu packed: documents of {1, 2, 63, 64, 65, 1000, rest} tokens and em
   }
 }
 
-TEST_CASE("gpu packed: documents on chunk boundaries, one long document between empty ones, thousands of one- and two-token documents") {
+TEST_CASE("gpu packed: documents on chunk boundaries, one long document between empty ones, two thousand one- and two-token documents") {
   {
     PSpec s = spec(4928, kChunkAligned, 3, 128, 64, 20011);
     PProblem p = gpu_problem<bf16>(s);
@@ -122,8 +122,9 @@ TEST_CASE("gpu packed: documents on chunk boundaries, one long document between 
     run_and_check<Pn, bf16>(p, rn);
   }
   {
-    // ~3000 documents of 0, 1 or 2 tokens; shared slots and -1.
-    PSpec s = spec(3000, tiny_docs(3000, 20013), 2, 64, 128, 20013);
+    // ~2000 documents of 0, 1 or 2 tokens; shared slots and -1. (H = 1: the per-document state
+    // buffers hold docs x H x D x E floats.)
+    PSpec s = spec(2000, tiny_docs(2000, 20013), 1, 64, 128, 20013);
     s.shared_slots = true;
     PProblem p = gpu_problem<bf16>(s);
     const PRef rh = reference_mt<decay::PerHead>(p), rn = reference_mt<decay::None>(p);
@@ -361,7 +362,7 @@ TEST_CASE("gpu packed gates: documents of {1, 2, 63, 64, 65, 1000, rest} tokens,
     run_and_check<Pg, bf16>(p, ref, o);
   }
   {
-    PSpec s = spec(3000, tiny_docs(3000, 20102), 2, 64, 64, 20102);
+    PSpec s = spec(2000, tiny_docs(2000, 20102), 1, 64, 64, 20102);
     PProblem p = gpu_problem<bf16>(s);
     run_and_check<Pg, bf16>(p, reference_mt<decay::Gate>(p));
   }
