@@ -250,7 +250,6 @@ struct Ranked {
     return all_bytes(o, kNaNByte) && all_bytes(dq, kNaNByte) && all_bytes(dk, kNaNByte) && all_bytes(dv, kNaNByte) &&
            all_bytes(dg, kNaNByte) && all_bytes(fin, kNaNByte) && all_bytes(dinit, kNaNByte);
   }
-  bool forward_untouched() const { return all_bytes(o, kNaNByte) && all_bytes(fin, kNaNByte); }
 };
 /// results[call][rank]
 template <class Elem>
