@@ -183,7 +183,7 @@ Status agree_call(Comm& comm, Status local, Layout<Regions>* lay, Stream s, int 
     return Status::kSuccess;
   } else {
     if (!lay) return local;
-    return schedule::agree<Backend>(comm, local, lay->words, lay->words + W, lay->header + kDeviceStatus, s);
+    return schedule::agree<Backend>(comm, local, lay->words, lay->words + W, lay->header + kDeviceStatus, s, mode);
   }
 }
 
@@ -209,6 +209,27 @@ std::vector<Extent> user_extents(const BackwardArgs<T, D>& a, const Shape& s) {
           extent(a.dout, s, s.E),  extent(a.dq, s, s.D),     extent(a.dk, s, s.D),
           extent(a.dv, s, s.E),    gate_extent(a.dg, s),     gate_extent(D::input_gates(a.decay), s),
           state_extent(a.d_final_state, s), state_extent(a.d_initial_state, s)};
+}
+
+/// The messages of a call whose agreed verdict is a refusal (device backends: every rank keeps
+/// the collectives matched): the plain call's scan (and the gates' suffix sum) from this rank's
+/// workspace, touching no user buffer. Packed and zigzag calls fall back to these too, so a
+/// group whose ranks disagree on the layout stays in step (kPeerMismatch).
+template <bool Forward, class Policy, class Backend, class Comm, class Regions>
+Status refused_messages(bool plan_hop, Comm& comm, Layout<Regions>& lay, const Shape& s,
+                        typename Comm::stream_type stream) {
+  using Schedule = typename Policy::Schedule;
+  const schedule::StateDims d = group_dims<Backend>(s, plan_hop, false, lay);
+  if constexpr (Forward) {
+    return Schedule::template forward<Backend>(comm, d, lay.AL, lay.P, nullptr, nullptr, lay.tmp, lay.gathered, stream);
+  } else {
+    LASP_RETURN_IF_ERROR(
+        (Schedule::template backward<Backend>(comm, d, lay.M, lay.G, nullptr, nullptr, lay.tmp, lay.gathered, stream)));
+    if constexpr (Policy::Decay::kHasGradient)
+      LASP_RETURN_IF_ERROR((Schedule::template suffix_sum<Backend>(comm, d.bh, lay.dc, lay.dc + d.bh, lay.tmp,
+                                                                   lay.dc_gathered, stream)));
+    return Status::kSuccess;
+  }
 }
 
 /// A rank that refused the call (`local`) takes part in what its peers do, touching no user
@@ -242,26 +263,10 @@ Status refuse(PlanPtr<Policy, T> plan, const Args& a, Comm& comm, const Workspac
     }
     if (!usable) return local;  // cannot take part: its peers will wait (README "Limits")
     Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(s, ws), stream};
-    if constexpr (supports_packed<Backend>::value) {
-      if (layout_mode(a)) {  // packed / zigzag: the geometry exchange is the agreement (forward_segments)
-        Geometry geo;
-        return exchange_geometry<Backend>(comm, a, local, c.lay.geo, stream, &geo);
-      }
-    }
     if constexpr (Forward) LASP_RETURN_IF_ERROR(Backend::unmark_forwarded(c));
-    const Status agreed = agree_call<Backend>(comm, local, &c.lay, stream);
+    const Status agreed = agree_call<Backend>(comm, local, &c.lay, stream, layout_mode(a));
     if (agreed == Status::kCommError || agreed == Status::kCudaError) return agreed;
-    const schedule::StateDims d = group_dims<Backend>(s, plan && plan->single_hop(), false, c.lay);
-    if constexpr (Forward) {
-      LASP_RETURN_IF_ERROR((Schedule::template forward<Backend>(comm, d, c.lay.AL, c.lay.P, nullptr, nullptr, c.lay.tmp,
-                                                                c.lay.gathered, stream)));
-    } else {
-      LASP_RETURN_IF_ERROR((Schedule::template backward<Backend>(comm, d, c.lay.M, c.lay.G, nullptr, nullptr,
-                                                                 c.lay.tmp, c.lay.gathered, stream)));
-      if constexpr (Policy::Decay::kHasGradient)
-        LASP_RETURN_IF_ERROR((Schedule::template suffix_sum<Backend>(comm, d.bh, c.lay.dc, c.lay.dc + d.bh, c.lay.tmp,
-                                                                     c.lay.dc_gathered, stream)));
-    }
+    LASP_RETURN_IF_ERROR((refused_messages<Forward, Policy, Backend>(plan && plan->single_hop(), comm, c.lay, s, stream)));
     return local;
   }
 }
@@ -278,16 +283,29 @@ schedule::StateDims segment_dims(bool plan_hop, const Args& a, const Layout<Regi
   return group_dims<Backend>(a.shape, !zz && plan_hop, Policy::Decay::single_hop(a.decay, seg), lay);
 }
 
-/// The geometry of a packed / zigzag call (exchange_geometry). Device backends skip the per-call
-/// agreement of plain calls for these: the exchange carries every rank's status and its result is
-/// read on the host anyway (a synchronisation), so it agrees synchronously like the host
-/// backend; the device verdict slot is then cleared for the kernels.
+/// The geometry of a packed / zigzag call (after the agreement: exchange_geometry).
 template <class Backend, class Args, class Comm, class C>
 Status open_segments(const Args& a, Comm& comm, C& c, typename Comm::stream_type stream, Geometry* geo) {
   LASP_RETURN_IF_ERROR(exchange_geometry<Backend>(comm, a, Status::kSuccess, c.lay.geo, stream, geo));
-  if constexpr (!Backend::kSyncVerdict)
-    LASP_RETURN_IF_ERROR(Backend::zero(reinterpret_cast<float*>(c.lay.header + kDeviceStatus), 1, stream));
   c.geo = geo;
+  return Status::kSuccess;
+}
+
+/// Packed / zigzag calls on device backends with R > 1 read the agreement's verdict on the host
+/// before the geometry exchange (they synchronise for it anyway): when a rank refused, or the
+/// ranks' layouts differ, every rank runs the plain call's messages (refused_messages) and
+/// returns the verdict, like the host backend.
+template <bool Forward, class Policy, class Backend, class T, class Comm, class C>
+Status packed_verdict(PlanPtr<Policy, T> plan, const Shape& s, Comm& comm, C& c, typename Comm::stream_type stream) {
+  if constexpr (!Backend::kSyncVerdict) {
+    if (comm.size() > 1) {
+      const Status v = Backend::read_verdict(c.lay.header, stream);
+      if (v != Status::kSuccess) {
+        LASP_RETURN_IF_ERROR((refused_messages<Forward, Policy, Backend>(plan && plan->single_hop(), comm, c.lay, s, stream)));
+        return v;
+      }
+    }
+  }
   return Status::kSuccess;
 }
 
@@ -391,14 +409,13 @@ Status forward(PlanPtr<Policy, T> plan, const ForwardArgs<T, typename Policy::De
   // The reserve is about to be overwritten: a forward that does not complete must not leave the
   // previous forward's mark on it.
   LASP_RETURN_IF_ERROR(Backend::unmark_forwarded(c));
+  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
   if constexpr (supports_packed<Backend>::value) {
     if (layout_mode(a)) {
-      if constexpr (Backend::kSyncVerdict)
-        LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
+      LASP_RETURN_IF_ERROR((packed_verdict<true, Policy, Backend, T>(plan, a.shape, comm, c, stream)));
       return forward_segments<Policy, Backend>(plan, a, comm, c, stream);
     }
   }
-  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
   const schedule::StateDims d = group_dims<Backend>(a.shape, plan && plan->single_hop(),
                                                     Policy::Decay::single_hop(a.decay, a.shape), c.lay);
   const bool last = comm.rank() == comm.size() - 1;
@@ -418,14 +435,13 @@ Status backward(PlanPtr<Policy, T> plan, const BackwardArgs<T, typename Policy::
   const Status local = check_backward_call<Policy, Backend>(plan, a, comm, ws);
   if (local != Status::kSuccess) return refuse<false, Policy, Backend, T>(plan, a, comm, ws, stream, local);
   Ctx<typename Comm::stream_type, typename Backend::Regions> c{bind<Policy, Backend, U>(a.shape, ws), stream};
+  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
   if constexpr (supports_packed<Backend>::value) {
     if (layout_mode(a)) {
-      if constexpr (Backend::kSyncVerdict)
-        LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
+      LASP_RETURN_IF_ERROR((packed_verdict<false, Policy, Backend, T>(plan, a.shape, comm, c, stream)));
       return backward_segments<Policy, Backend>(plan, a, comm, c, stream);
     }
   }
-  LASP_RETURN_IF_ERROR(agree_call<Backend>(comm, Status::kSuccess, &c.lay, stream, layout_mode(a)));
   const schedule::StateDims d = group_dims<Backend>(a.shape, plan && plan->single_hop(),
                                                     Policy::Decay::single_hop(a.decay, a.shape), c.lay);
   const int r = comm.rank(), R = comm.size();

@@ -38,7 +38,8 @@ struct Combine {
 };
 
 /// The agreement of a call (driver.hpp): `words` holds R status words of `stride` 32-bit words
-/// each, every byte of a word the Status code its rank refused the call with (0: accepted).
+/// each, every byte of a word the Status code its rank refused the call with (0: accepted) in
+/// bits 0-5 and the call's layout mode in bits 6-7.
 /// *slot = (code of the lowest refusing rank) << shift, or 0: the call's verdict, which the
 /// kernels that write outputs check. One thread; it also resets the slot for this call's
 /// device-side checks (they OR their bits in afterwards).
@@ -49,6 +50,7 @@ struct Verdict {
     unsigned stride;
     unsigned* slot;
     unsigned shift;
+    unsigned mismatch;  // the code of ranks whose layout modes (bits 6-7) differ
   };
   using SharedStorage = NoSharedStorage;
   static constexpr int kThreads = 32;
@@ -56,7 +58,14 @@ struct Verdict {
   LASP_DEVICE static void run(const Params& p, unsigned char*) {
     if (threadIdx.x != 0) return;
     unsigned code = 0;
-    for (int j = 0; j < p.R && !code; ++j) code = p.words[unsigned(j) * p.stride] & 0xffu;
+    bool same = true;
+    const unsigned mode0 = (p.words[0] >> 6) & 3u;
+    for (int j = 0; j < p.R; ++j) {
+      const unsigned w = p.words[unsigned(j) * p.stride];
+      if (!code) code = w & 0x3fu;
+      same = same && ((w >> 6) & 3u) == mode0;
+    }
+    if (!code && !same) code = p.mismatch;
     *p.slot = code << p.shift;
   }
 };

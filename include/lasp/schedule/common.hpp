@@ -64,8 +64,8 @@ struct StateDims {
 /// output writes; cuda::deferred_status reads it) and return kSuccess. A rank that refused
 /// itself gets its own status back either way. kCommError if the all-gather fails.
 template <class Backend, class Comm, class Stream>
-Status agree(Comm& comm, Status local, float* word, float* all, std::uint32_t* slot, Stream s) {
-  LASP_RETURN_IF_ERROR(Backend::put_status(word, local, s));
+Status agree(Comm& comm, Status local, float* word, float* all, std::uint32_t* slot, Stream s, int mode = 0) {
+  LASP_RETURN_IF_ERROR(Backend::put_status(word, local, s, mode));
   LASP_RETURN_IF_ERROR(comm.all_gather(word, all, kStatusFloats, s));
   const Status v = Backend::verdict(all, comm.size(), slot, s);
   return v != Status::kSuccess ? v : local;

@@ -81,18 +81,30 @@ struct Backend {
   }
 
   // ---- the agreement (schedule::agree) ----
-  /// A rank's status word: every byte = its Status code (one memset, no kernel, capturable).
-  static Status put_status(float* word, Status st, cudaStream_t s) {
-    LASP_CUDA_TRY(cudaMemsetAsync(word, int(st) & 0xff, schedule::kStatusFloats * sizeof(float), s));
+  /// A rank's status word: every byte = its Status code (bits 0-5) and the call's layout mode
+  /// (bits 6-7: packed, zigzag; driver/packed.hpp) (one memset, no kernel, capturable).
+  static Status put_status(float* word, Status st, cudaStream_t s, int mode = 0) {
+    static_assert(int(Status::kTimeout) < 64, "status codes fit in 6 bits");
+    LASP_CUDA_TRY(cudaMemsetAsync(word, (int(st) & 0x3f) | ((mode & 3) << 6), schedule::kStatusFloats * sizeof(float), s));
     return Status::kSuccess;
   }
-  /// *slot = (first non-zero code of the R words) << 8 on the device: the kernels skip their
-  /// output writes while it is non-zero, cuda::deferred_status decodes it. Replaces the reset
-  /// of the slot at the start of every call.
+  /// *slot = (first non-zero code of the R words, else kPeerMismatch where the ranks' layout
+  /// modes differ) << 8 on the device: the kernels skip their output writes while it is
+  /// non-zero, cuda::deferred_status decodes it. Replaces the reset of the slot at the start of
+  /// every call.
   static Status verdict(const float* all, int R, std::uint32_t* slot, cudaStream_t s) {
     return launch<kernel::Verdict>({reinterpret_cast<const std::uint32_t*>(all), R,
-                                    unsigned(schedule::kStatusFloats), slot, driver::kVerdictShift},
+                                    unsigned(schedule::kStatusFloats), slot, driver::kVerdictShift,
+                                    unsigned(Status::kPeerMismatch)},
                                    s);
+  }
+  /// The verdict slot, read on the host (synchronises the stream): packed calls, which
+  /// synchronise anyway, read it before their geometry exchange (driver.hpp).
+  static Status read_verdict(const std::uint32_t* header, cudaStream_t s) {
+    std::uint32_t v = 0;
+    LASP_CUDA_TRY(cudaMemcpyAsync(&v, header + driver::kDeviceStatus, sizeof v, cudaMemcpyDeviceToHost, s));
+    LASP_CUDA_TRY(cudaStreamSynchronize(s));
+    return driver::decode_verdict(v);
   }
 
   // ---- workspace and checks ----

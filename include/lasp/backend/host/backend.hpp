@@ -147,10 +147,12 @@ struct Backend {
   }
 
   // ---- the agreement (schedule::agree) ----
-  /// A rank's status word: its Status code (an exact integer in fp32), then zeros.
-  static Status put_status(float* word, Status st, host_stream) {
+  /// A rank's status word: its Status code (an exact integer in fp32), the call's layout mode
+  /// (driver/packed.hpp layout_mode), then zeros.
+  static Status put_status(float* word, Status st, host_stream, int mode = 0) {
     word[0] = float(int(st));
     for (std::size_t i = 1; i < schedule::kStatusFloats; ++i) word[i] = 0.f;
+    word[1] = float(mode);
     return Status::kSuccess;
   }
   /// The verdict of R status words: the status of the lowest rank that refused, else kSuccess.
