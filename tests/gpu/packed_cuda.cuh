@@ -36,6 +36,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <cmath>
 #include <type_traits>
 #include <vector>
 #include <lasp/comm/device_group.cuh>
@@ -561,7 +562,7 @@ void check_run(const PProblem& p, const PRef& ref, const std::vector<Ranked<Elem
   CHECK(edinit < L::kOut);
   CHECK(edg < L::kDg);
   // Each document alone: a wrong short document is not hidden by the norm of the long ones.
-  double worst = 0;
+  double worst = 0, worst_dg_ratio = 0;
   if (p.packed()) {
     for (index_t i = 0; i < p.ndocs; ++i) {
       const index_t t0 = p.off64[std::size_t(i)], n = p.off64[std::size_t(i + 1)] - t0;
@@ -576,8 +577,35 @@ void check_run(const PProblem& p, const PRef& ref, const std::vector<Ranked<Elem
           CHECK(x < L::kOut);
           worst = std::max(worst, x);
         }
-        if constexpr (Decay::kHasGradient)
-          CHECK(rel_err(doc_slice(dg, H, 1, t0, n), doc_slice(ref.dg, H, 1, t0, n)) < L::kDg);
+        if constexpr (Decay::kHasGradient) {
+          // dg per document: the CUDA kernels form dg_t as the reverse sum of q.dq - k.dk over the
+          // document (plus <dF, S_end>), which cancels (docs/dg-accuracy.md section 1; issue 10
+          // item 7, still open on the GPU): its error follows u sum_{s >= t in the document}
+          // (|q_s.dq_s| + |k_s.dk_s|), not |dg_t|, and a short document whose dg is ~0 (no
+          // initial state) keeps a residue of that size. So each document's dg is checked
+          // against that error model (kappa = 4 units of the operands' rounding u, bf16 2^-8,
+          // fp16 2^-11), and its relative error is reported; the whole sequence's dg keeps the
+          // relative limit above.
+          const double u = std::is_same_v<Elem, lasp::fp16> ? 1.0 / 2048 : 1.0 / 256;
+          double ratio = 0;
+          for (index_t h = 0; h < H; ++h) {
+            double bound = 0;
+            for (index_t t = t0 + n - 1; t >= t0; --t) {
+              double qd = 0, kd = 0;
+              for (index_t d = 0; d < D; ++d) {
+                const std::size_t x = std::size_t((t * H + h) * D + d);
+                qd += double(p.q[x]) * ref.dq[x];
+                kd += double(p.k[x]) * ref.dk[x];
+              }
+              bound += std::fabs(qd) + std::fabs(kd);
+              const double e = std::fabs(dg[std::size_t(t * H + h)] - ref.dg[std::size_t(t * H + h)]);
+              ratio = std::max(ratio, e / (u * bound + 1e-30));
+            }
+          }
+          CAPTURE(rel_err(doc_slice(dg, H, 1, t0, n), doc_slice(ref.dg, H, 1, t0, n)));
+          CHECK(ratio < 4.0);
+          worst_dg_ratio = std::max(worst_dg_ratio, ratio);
+        }
       }
       auto st_slice = [&](const std::vector<double>& a) {
         return std::vector<double>(a.begin() + i * st, a.begin() + (i + 1) * st);
@@ -586,8 +614,8 @@ void check_run(const PProblem& p, const PRef& ref, const std::vector<Ranked<Elem
       if (want_dinit) CHECK(rel_err(st_slice(dinit), st_slice(ref.dinit)) < L::kOut);
     }
   }
-  std::printf("  %-100s o %.1e dq %.1e dk %.1e dv %.1e fin %.1e dinit %.1e dg %.1e worst doc %.1e\n", label.c_str(), eo,
-              edq, edk, edv, efin, edinit, edg, worst);
+  std::printf("  %-100s o %.1e dq %.1e dk %.1e dv %.1e fin %.1e dinit %.1e dg %.1e worst doc %.1e dg/bound %.2f\n",
+              label.c_str(), eo, edq, edk, edv, efin, edinit, edg, worst, worst_dg_ratio);
 }
 
 /// Runs opt's calls (one by default) of p with Policy / Elem and checks the last one against ref.
