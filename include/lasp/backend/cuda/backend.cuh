@@ -261,7 +261,7 @@ struct Backend {
     p.row0 = 0;
     p.row1 = s.N;
     if (zigzag(c)) {
-      // Both halves in one launch (the back half's state pointers: set by the caller).
+      // Both halves in one launch (back_state / back_grad: set by the callers that pass P, G).
       const driver::Segment& f = c.geo->seg[0];
       const driver::Segment& k = c.geo->seg[1];
       p.nseg_front = r.zz.nseg;
@@ -414,7 +414,7 @@ struct Backend {
     auto p = params<Policy, T>(a, c);
     p.o = as<op_t<T>>(a.o);
     p.rank_state = P;
-    if (zigzag(c)) p.rank_state2 = c.lay.P2;
+    if (zigzag(c)) p.back_state = c.lay.P2 - P;
     p.tag = c.lay.header + driver::kDeviceTag;
     p.tag_value = forward_tag<Policy, T>(a);
     const bool docs = packed(c);
@@ -458,7 +458,7 @@ struct Backend {
     if (back_half(c)) return Status::kSuccess;  // ran with the front half's
     auto p = bwd_params<Policy>(a, c);
     p.rank_state = P;
-    if (zigzag(c)) p.rank_state2 = c.lay.P2;
+    if (zigzag(c)) p.back_state = c.lay.P2 - P;
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
       using K = decltype(k);
       return launch2<typename K::BwdDq, typename K::DocBwdDq>(packed(c), p, c.stream, c.lay.backend.dev);
@@ -483,7 +483,7 @@ struct Backend {
     auto p = bwd_params<Policy>(a, c);
     p.rank_state = P;
     p.rank_grad = G;
-    if (zigzag(c)) p.rank_state2 = c.lay.P2, p.rank_grad2 = c.lay.G2;
+    if (zigzag(c)) p.back_grad = c.lay.G2 - G;
     LASP_RETURN_IF_ERROR((with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
       using K = decltype(k);
       return launch2<typename K::BwdDkDv, typename K::DocBwdDkDv>(packed(c), p, c.stream, c.lay.backend.dev);

@@ -39,12 +39,16 @@ struct ChunkParams {
   // the CTAs of one plain launch instead of two launches of half of them each. nseg_front > 0:
   // segments [0, nseg_front) cover the front half, rows [row0, row1) at global position g0 +
   // row; segments [nseg_front, nseg) the back half, rows [row0b, row1b) at g0b + row, whose
-  // incoming state and gradient are rank_state2 and rank_grad2 (CtaCoords). 0: one row range
-  // (every plain and packed call; the fields below are then never read).
+  // incoming state and gradient are rank_state + back_state and rank_grad + back_grad (offsets
+  // in floats, within the reserve and the scratch: CtaCoords). 0: one row range (every plain
+  // and packed call; the fields below are then never read).
+  // (Offsets rather than pointers: a select between two pointer parameters made ptxas keep
+  // both loads of the incoming state, +40 registers and new spills in FwdOutput and BwdDq of
+  // plain calls; with offsets the plain kernels' registers and spills stay within a few of
+  // before, sm_90a, ptxas -v.)
   int nseg_front = 0;
   index_t row0b = 0, row1b = 0, g0b = 0;
-  const float* rank_state2 = nullptr;
-  const float* rank_grad2 = nullptr;
+  index_t back_state = 0, back_grad = 0;
   // Packed documents (docs/packed-cuda.md; the kernels' Docs = true variants): the offsets in
   // device memory, the global position of local row 0, and the per-document states, (pool or
   // docs, H, D, E) fp32 (B = 1). A null slot array: document i uses slot i; a slot of -1 or a
@@ -105,9 +109,9 @@ struct CtaCoords {
   LASP_DEVICE index_t seg_index(const P& p) const { return index_t(seg) * p.B * p.H + bh; }
   /// The state entering this CTA's half (P_r), and the gradient of the state leaving it (G_r).
   template <class P>
-  LASP_DEVICE const float* rank_state(const P& p) const { return back ? p.rank_state2 : p.rank_state; }
+  LASP_DEVICE const float* rank_state(const P& p) const { return p.rank_state + (back ? p.back_state : 0); }
   template <class P>
-  LASP_DEVICE const float* rank_grad(const P& p) const { return back ? p.rank_grad2 : p.rank_grad; }
+  LASP_DEVICE const float* rank_grad(const P& p) const { return p.rank_grad + (back ? p.back_grad : 0); }
   /// The walk of this CTA over its rows in packed documents (forward or reverse).
   template <int C, bool Reverse, class P>
   LASP_DEVICE DocCursor<C, Reverse> cursor(const P& p) const {
