@@ -142,11 +142,12 @@ TEST_CASE("gpu: split workspace (kept reserve, a different scratch per call) equ
   CHECK(rel_err(hp.dk(), ref.dk) < 1.6e-2);
 }
 
-// Packed documents on the CUDA backend (issue 11): what is not run yet (the zigzag layout; gates
-// with documents on several ranks: tests/multigpu) and packed calls without their device
-// offsets or with offsets in the wrong memory are refused before anything is read or written
-// (host checks, agreed like every other refusal). tests/gpu/test_packed.cu checks what runs.
-TEST_CASE("gpu: packed calls without device offsets, and zigzag, are refused, nothing written") {
+// Packed documents and the zigzag layout on the CUDA backend (issue 11): packed calls without
+// their device offsets or with offsets in the wrong memory, and zigzag calls with an odd N (two
+// halves of N / 2), are refused before anything is read or written (host checks, agreed like
+// every other refusal); a zigzag call without documents needs no offsets. tests/gpu/test_packed.cu
+// checks what runs.
+TEST_CASE("gpu: packed calls without device offsets, and zigzag with an odd N, are refused, nothing written") {
   using P = lasp::Policy<lasp::decay::PerHead>;
   ProblemSpec s;
   s.B = 1; s.N = 128; s.H = 2; s.D = 64; s.E = 64;
@@ -174,10 +175,26 @@ TEST_CASE("gpu: packed calls without device offsets, and zigzag, are refused, no
   }
   {
     auto fa = dp.template forward_args<lasp::decay::PerHead>(0);
-    fa.sharding = lasp::Sharding::kZigzag;
-    CHECK(lasp::forward<P>(fa, comm, w, nullptr) == lasp::Status::kUnsupportedFeature);
+    fa.sharding = lasp::Sharding::kZigzag;  // N = 128: two halves of 64 rows, no offsets needed
+    CHECK(lasp::can_implement<P>(fa, comm, w) == lasp::Status::kSuccess);
   }
   LASP_TEST_CUDA(cudaDeviceSynchronize());
   dp.download();
   CHECK(same(hp.o_buf, o0));
+  {
+    ProblemSpec so = s;
+    so.N = 127;  // zigzag needs two halves of N / 2
+    GlobalProblem<lasp::bf16> ho(so);
+    DeviceProblem<lasp::bf16> dpo(ho);
+    const std::size_t wso = lasp::workspace_size<P, lasp::bf16>(ho.shape(), comm);
+    DeviceBuf<unsigned char> wo(wso);
+    const auto oo = ho.o_buf;
+    auto fa = dpo.template forward_args<lasp::decay::PerHead>(0);
+    fa.sharding = lasp::Sharding::kZigzag;
+    CHECK(lasp::can_implement<P>(fa, comm, lasp::Workspace{wo.ptr, wso}) == lasp::Status::kInvalidShape);
+    CHECK(lasp::forward<P>(fa, comm, lasp::Workspace{wo.ptr, wso}, nullptr) == lasp::Status::kInvalidShape);
+    LASP_TEST_CUDA(cudaDeviceSynchronize());
+    dpo.download();
+    CHECK(same(ho.o_buf, oo));
+  }
 }

@@ -46,10 +46,11 @@ struct Backend {
   /// The agreement's verdict stays on the device (reading it would synchronise): it lands in the
   /// reserve header's kDeviceStatus slot, which the kernels check (driver.hpp, deferred.cuh).
   static constexpr bool kSyncVerdict = false;
-  /// Packed documents (docs/packed-cuda.md; the zigzag layout, and per-token gates with documents
-  /// on more than one rank, are refused with kUnsupportedFeature for now). The offsets come twice (Packed::cu_seqlens on
-  /// the host, cu_seqlens_device for the kernels); the per-document states and state_index are
-  /// device memory, the slots checked on the device (kernel::DocCheck).
+  /// Packed documents and the zigzag layout (docs/packed-cuda.md), every decay, any number of
+  /// ranks. The offsets come twice (Packed::cu_seqlens on the host, cu_seqlens_device for the
+  /// kernels); the per-document states and state_index are device memory, the slots checked on
+  /// the device (kernel::DocCheck). A zigzag rank's two halves run in one launch per kernel
+  /// (see "Zigzag" below).
   static constexpr bool kPackedSequences = true;
   static constexpr bool kDeviceStateIndex = true;
 
@@ -136,8 +137,10 @@ struct Backend {
     int dev = 0;
     LASP_CUDA_TRY(cudaGetDevice(&dev));
     LASP_RETURN_IF_ERROR(host_readable(Decay::host_memory(a.decay)));
+    // The whole-sequence final state lives on driver::final_owner (rank 0 with zigzag).
+    const bool owner = rank == driver::final_owner(a, size);
     const void* ptrs[] = {a.q.ptr, a.k.ptr, a.v.ptr, a.o.ptr, Decay::input_gates(a.decay).ptr, ws.ptr, ws.scratch,
-                          rank == 0 ? a.initial_state : nullptr, rank == size - 1 ? a.final_state : nullptr};
+                          rank == 0 ? a.initial_state : nullptr, owner ? a.final_state : nullptr};
     for (const void* p : ptrs) LASP_RETURN_IF_ERROR(device_accessible(p, dev));
     return check_packed_memory(a.packed, dev, true);
   }
@@ -156,9 +159,10 @@ struct Backend {
     int dev = 0;
     LASP_CUDA_TRY(cudaGetDevice(&dev));
     LASP_RETURN_IF_ERROR(host_readable(Decay::host_memory(a.decay)));
+    const bool owner = rank == driver::final_owner(a, size);  // reads d_final_state (rank 0 with zigzag)
     const void* ptrs[] = {a.q.ptr, a.k.ptr, a.v.ptr, a.dout.ptr, a.dq.ptr, a.dk.ptr, a.dv.ptr,
                           Decay::kHasGradient ? a.dg.ptr : nullptr, Decay::input_gates(a.decay).ptr, ws.ptr,
-                          ws.scratch, rank == size - 1 ? a.d_final_state : nullptr,
+                          ws.scratch, owner ? a.d_final_state : nullptr,
                           rank == 0 ? a.d_initial_state : nullptr};
     for (const void* p : ptrs) LASP_RETURN_IF_ERROR(device_accessible(p, dev));
     return check_packed_memory(a.packed, dev, false);
@@ -227,17 +231,14 @@ struct Backend {
     LASP_RETURN_IF_ERROR((check_common<Policy, T>(a.shape)));
     return check_packed<Policy>(a);
   }
-  /// What of packed / zigzag calls this backend does not run yet (kUnsupportedFeature), and the
-  /// device copy of the offsets (the rest: driver::check_layout).
+  /// The device copy of the offsets of packed calls (the rest: driver::check_layout). Every
+  /// packed / zigzag call runs: zigzag with every decay and caching policy (the two halves'
+  /// segments share the per-segment arrays, sized for either split: regions.cuh), gates with
+  /// documents or zigzag on any number of ranks (dg is completed on each rank by <S_end, G> of
+  /// each virtual segment: backward_outputs).
   template <class Policy, class Args>
   static Status check_packed(const Args& a) {
-    if (!driver::layout_mode(a)) return Status::kSuccess;
-    if (a.sharding == Sharding::kZigzag) return Status::kUnsupportedFeature;
-    // Gates with documents: one rank for now (across ranks dg needs a suffix sum that stops at
-    // document starts, which the schedules' suffix_sum does not do).
-    if constexpr (Policy::Decay::kHasGradient) {
-      if (a.shape.R > 1) return Status::kUnsupportedFeature;
-    }
+    if (!a.packed.active()) return Status::kSuccess;  // zigzag alone reads no offsets
     if (!a.packed.cu_seqlens_device) return Status::kNullPointer;
     if (reinterpret_cast<std::uintptr_t>(a.packed.cu_seqlens_device) % std::uintptr_t(a.packed.index_bits == 64 ? 8 : 4))
       return Status::kMisaligned;
@@ -271,12 +272,21 @@ struct Backend {
     p.status = c.lay.header + driver::kDeviceStatus;
     p.row0 = 0;
     p.row1 = s.N;
+    if (zigzag(c)) {
+      // Both halves in one launch (back_state / back_grad: set by the callers that pass P, G).
+      const driver::Segment& f = c.geo->seg[0];
+      const driver::Segment& k = c.geo->seg[1];
+      p.nseg_front = r.zz.nseg;
+      p.nseg = 2 * r.zz.nseg;
+      p.seg_len = r.zz.seg_len;
+      p.row0 = f.n0, p.row1 = f.n1, p.g0 = f.g0 - f.n0;
+      p.row0b = k.n0, p.row1b = k.n1, p.g0b = k.g0 - k.n0;
+    } else if (c.geo) {
+      const driver::Segment& sg = c.geo->seg[0];
+      p.row0 = sg.n0, p.row1 = sg.n1, p.g0 = sg.g0 - sg.n0;
+    }
     if (const driver::Docs* d = driver::docs_of(c)) {
-      const driver::Segment sg = driver::segment_of(s, c);
       const Packed& pk = a.packed;
-      p.row0 = sg.n0;
-      p.row1 = sg.n1;
-      p.g0 = sg.g0 - sg.n0;
       p.docs = kernel::DocOffsets{pk.cu_seqlens_device, pk.index_bits, d->count};
       p.doc_init = pk.initial_states;
       p.doc_slot = pk.state_index;
@@ -285,25 +295,48 @@ struct Backend {
     return p;
   }
   static bool packed(const Ctx& c) { return driver::docs_of(c) != nullptr; }
+
+  // ---- Zigzag ----
+  // The driver runs a zigzag rank as two virtual segments, calling each backend step once per
+  // segment (Ctx::seg 0: the front half, local rows [0, N/2); 1: the back half, [N/2, N)) in the
+  // order: rank_summary 0, 1; the scans; forward_outputs 0, 1 (backward: backward_summary 0, 1;
+  // the scans; backward_local 0, backward_outputs 0, backward_local 1, backward_outputs 1). Two
+  // launches of half the CTAs each would take twice the time of one (the split fills the GPU
+  // with one launch), so the call for segment 0 launches every chunk kernel over both halves
+  // (grid y = the segments of both; CtaCoords finds a CTA's half) and folds each half into its
+  // own summary (AL / AL2, M / M2), in one launch; the call for segment 1 only does what is the
+  // back half's alone (its empty documents). Everything the launches at segment 0 need exists by
+  // then: the forward outputs need P and P2 (both scans ran), the backward ones G and G2; the
+  // summaries need nothing from the scans.
+  static bool zigzag(const Ctx& c) { return c.geo && c.geo->segments == 2; }
+  /// The call is about the back half of a zigzag rank: its kernels ran with the front half's.
+  static bool back_half(const Ctx& c) { return zigzag(c) && c.seg == 1; }
   /// Launch the packed variant of a kernel (Docs = true) for packed calls.
   template <class K, class KDocs>
   static Status launch2(bool docs, const typename K::Params& p, cudaStream_t s, const DeviceInfo& dev) {
     return docs ? launch<KDocs>(p, s, dev) : launch<K>(p, s, dev);
   }
-  /// Packed calls: the device-side check of this segment's documents (kernel::DocCheck) and the
+  /// Packed calls: the device-side check of a segment's documents (kernel::DocCheck) and the
   /// range of documents it covers, [i0, i1) (empty documents at its end included).
-  static void doc_range(const Shape& s, const Ctx& c, index_t* i0, index_t* i1) {
+  static void doc_range(const Ctx& c, const driver::Segment& sg, index_t* i0, index_t* i1) {
     const driver::Docs& d = *driver::docs_of(c);
-    const driver::Segment sg = driver::segment_of(s, c);
     const index_t g1 = sg.g0 + (sg.n1 - sg.n0);
     *i0 = std::max<index_t>(0, d.lower(sg.g0) - 1);  // the document holding g0, and every one starting at or after it
     *i1 = std::min(d.upper(g1), d.count);            // past every document starting at or before g1
   }
+  /// Checks the documents of every segment the launches of this call read (both halves of a
+  /// zigzag rank: one check each, as their documents may lie far apart).
   template <class Args>
   static Status check_docs(const Args& a, const Ctx& c) {
+    LASP_RETURN_IF_ERROR(check_docs(a, c, driver::segment_of(a.shape, c)));
+    if (zigzag(c)) LASP_RETURN_IF_ERROR(check_docs(a, c, c.geo->seg[1]));
+    return Status::kSuccess;
+  }
+  template <class Args>
+  static Status check_docs(const Args& a, const Ctx& c, const driver::Segment& sg) {
     const driver::Docs& d = *driver::docs_of(c);
     index_t i0 = 0, i1 = 0;
-    doc_range(a.shape, c, &i0, &i1);
+    doc_range(c, sg, &i0, &i1);
     std::uint32_t h = 0;
     for (index_t i = i0; i <= i1; ++i) h += kernel::doc_mix(i, d.at(i));
     const Packed& pk = a.packed;
@@ -312,15 +345,16 @@ struct Backend {
                                      c.lay.header + driver::kDeviceStatus, driver::kBadDocBit},
                                     c.stream, c.lay.backend.dev);
   }
-  /// Packed calls: the states of the empty documents among [i0, i1) this segment owns.
+  /// Packed calls: the states of the empty documents among [i0, i1) this call's segment owns
+  /// (Ctx::seg: called once per segment, also for the back half of a zigzag rank).
   template <class Args>
   static Status empty_docs(const Args& a, const Ctx& c, const float* pool_states, const float* doc_states,
                            float* dst) {
     if (!dst) return Status::kSuccess;
     const driver::Docs& d = *driver::docs_of(c);
-    index_t i0 = 0, i1 = 0;
-    doc_range(a.shape, c, &i0, &i1);
     const driver::Segment sg = driver::segment_of(a.shape, c);
+    index_t i0 = 0, i1 = 0;
+    doc_range(c, sg, &i0, &i1);
     const index_t g1 = sg.g0 + (sg.n1 - sg.n0);
     bool any = false;
     for (index_t j = i0; j < i1 && !any; ++j)
@@ -349,37 +383,50 @@ struct Backend {
   }
 
   /// Fold the per-segment summaries (forward: into the rank's [A | L] when AL is non-null;
-  /// backward: into M).
+  /// backward: into M). Zigzag: each half into its own, the back half's into (rank_A2,
+  /// rank_L2), in the same launch.
   template <bool Reverse, class Params>
-  static Status fold(const Params& p, float* rank_A, float* rank_L, index_t de, cudaStream_t s) {
+  static Status fold(const Params& p, float* rank_A, float* rank_L, index_t de, cudaStream_t s,
+                     float* rank_A2 = nullptr, float* rank_L2 = nullptr) {
     float* seg_S = Reverse ? p.seg_M : p.seg_S;
     float* seg_X = Reverse ? p.seg_Apost : p.seg_Apre;
-    return launch<kernel::FoldSegments<Reverse>>(
-        {seg_S, p.seg_A, seg_X, p.nseg, p.B * p.H, de, rank_A, rank_L, p.status}, s);
+    const int front = p.nseg_front > 0 ? p.nseg_front : p.nseg;
+    return launch<kernel::FoldSegments<Reverse>>({seg_S, p.seg_A, seg_X, front, p.B * p.H, de, rank_A, rank_L,
+                                                  p.status, p.nseg - front, rank_A2, rank_L2},
+                                                 s);
   }
 
   // ---- forward ----
   /// The verdict slot was set by the driver's agreement (driver::agree_call) before this runs.
+  /// Zigzag: the call for the front half summarises both (the back half into c.lay.AL2, the
+  /// driver's AL of segment 1); the call for the back half has nothing left to do.
   template <class Policy, class T>
   static Status rank_summary(const ForwardArgs<T, typename Policy::Decay>& a, float* AL, Ctx& c) {
+    if (back_half(c)) return Status::kSuccess;
     // Clears the previous forward's fingerprint (the verdict slot belongs to the agreement).
     LASP_CUDA_TRY(cudaMemsetAsync(c.lay.header + driver::kDeviceTag, 0, sizeof(std::uint32_t), c.stream));
     const auto p = params<Policy, T>(a, c);
     const index_t bh = a.shape.B * a.shape.H, de = a.shape.D * a.shape.E;
     const bool docs = packed(c);
     if (docs) LASP_RETURN_IF_ERROR(check_docs(a, c));
+    float* AL2 = zigzag(c) ? c.lay.AL2 : nullptr;
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
       using K = decltype(k);
       LASP_RETURN_IF_ERROR((launch2<typename K::FwdSummary, typename K::DocFwdSummary>(docs, p, c.stream, c.lay.backend.dev)));
-      return fold<false>(p, AL, AL + bh, de, c.stream);
+      return fold<false>(p, AL, AL + bh, de, c.stream, AL2, AL2 ? AL2 + bh : nullptr);
     });
   }
 
+  /// Zigzag: the call for the front half writes both halves' outputs (the back half from
+  /// c.lay.P2, the driver's P of segment 1, which the scans filled before this call).
   template <class Policy, class T>
   static Status forward_outputs(const ForwardArgs<T, typename Policy::Decay>& a, const float* P, Ctx& c) {
+    if (back_half(c)) return packed(c) ? empty_docs(a, c, a.packed.initial_states, nullptr, a.packed.final_states)
+                                       : Status::kSuccess;
     auto p = params<Policy, T>(a, c);
     p.o = as<op_t<T>>(a.o);
     p.rank_state = P;
+    if (zigzag(c)) p.back_state = c.lay.P2 - P;
     p.tag = c.lay.header + driver::kDeviceTag;
     p.tag_value = forward_tag<Policy, T>(a);
     const bool docs = packed(c);
@@ -393,9 +440,12 @@ struct Backend {
   }
 
   // ---- backward ----
-  /// M_r (into M); also (re)builds the forward segment states the dq kernel needs.
+  /// M_r (into M); also (re)builds the forward segment states the dq kernel needs. Zigzag: the
+  /// call for the front half does both halves (the back half's M into c.lay.M2 + B*H, the
+  /// driver's M of segment 1; the driver fills M2's A part itself).
   template <class Policy, class T>
   static Status backward_summary(const BackwardArgs<T, typename Policy::Decay>& a, const float*, float* M, Ctx& c) {
+    if (back_half(c)) return Status::kSuccess;
     auto p = bwd_params<Policy>(a, c);
     p.tag = c.lay.header + driver::kDeviceTag;  // BwdSummary checks the forward's fingerprint
     p.tag_value = forward_tag<Policy, T>(a);
@@ -410,27 +460,42 @@ struct Backend {
         LASP_RETURN_IF_ERROR(fold<false>(p, nullptr, nullptr, de, c.stream));
       }
       LASP_RETURN_IF_ERROR((launch2<typename K::BwdSummary, typename K::DocBwdSummary>(docs, p, c.stream, dev)));
-      return fold<true>(p, nullptr, M, de, c.stream);
+      return fold<true>(p, nullptr, M, de, c.stream, nullptr, zigzag(c) ? c.lay.M2 + a.shape.B * a.shape.H : nullptr);
     });
   }
 
   /// dq needs only P_r and the forward segment states: it runs while the reverse scan is in flight.
   template <class Policy, class T>
   static Status backward_local(const BackwardArgs<T, typename Policy::Decay>& a, const float* P, Ctx& c) {
+    if (back_half(c)) return Status::kSuccess;  // ran with the front half's
     auto p = bwd_params<Policy>(a, c);
     p.rank_state = P;
+    if (zigzag(c)) p.back_state = c.lay.P2 - P;
     return with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
       using K = decltype(k);
       return launch2<typename K::BwdDq, typename K::DocBwdDq>(packed(c), p, c.stream, c.lay.backend.dev);
     });
   }
 
+  /// Zigzag: the call for the front half computes both halves' gradients (the back half's from
+  /// c.lay.G2 and c.lay.P2, which the scans filled before this call).
+  /// Decays with a gradient. Plain calls: dg within this rank, the later ranks' totals come from
+  /// the driver's suffix sum (dc_total). Packed / zigzag calls (the driver does no suffix sum):
+  /// dg is completed here. What follows a virtual segment v (a rank, or a half of a zigzag rank)
+  /// reaches dg of its rows only through the state leaving it, S_end = A_v P_v + L_v: the dc of
+  /// every later token plus the final-state term add up to <S_end, G_v>, the gradient of the
+  /// gate of the token after v (dL/dg_{t+1} = <S_t, dS_t>); with documents it goes to the rows of
+  /// v's last document only (GateSegmentFixup). One dot per half, no temporary state (A, L from
+  /// the forward's summary in the reserve; tests/cpu/doc_walk_model_test.cpp models the rule).
   template <class Policy, class T>
   static Status backward_outputs(const BackwardArgs<T, typename Policy::Decay>& a, const float* P, const float* G,
                                  const float* s_final, float* dc_total, Ctx& c) {
+    if (back_half(c)) return packed(c) ? empty_docs(a, c, nullptr, a.packed.d_final_states, a.packed.d_initial_states)
+                                       : Status::kSuccess;
     auto p = bwd_params<Policy>(a, c);
     p.rank_state = P;
     p.rank_grad = G;
+    if (zigzag(c)) p.back_grad = c.lay.G2 - G;
     LASP_RETURN_IF_ERROR((with_kernels<Policy, op_t<T>>(c.lay.backend.dev, a.shape.D, a.shape.E, [&](auto k) {
       using K = decltype(k);
       return launch2<typename K::BwdDkDv, typename K::DocBwdDkDv>(packed(c), p, c.stream, c.lay.backend.dev);
@@ -438,12 +503,25 @@ struct Backend {
     if (packed(c)) LASP_RETURN_IF_ERROR(empty_docs(a, c, nullptr, a.packed.d_final_states, a.packed.d_initial_states));
     if constexpr (Policy::Decay::kHasGradient) {
       const Regions& r = c.lay.backend;
-      const index_t bh = a.shape.B * a.shape.H;
-      if (s_final) LASP_RETURN_IF_ERROR(launch<kernel::StateDot>({r.extra, G, s_final, bh, a.shape.D * a.shape.E}, c.stream, r.dev));
-      LASP_RETURN_IF_ERROR(launch<kernel::GateSegmentFixup>(
-          {a.dg, r.seg_dc, s_final ? r.extra : nullptr, dc_total, p.nseg, a.shape.B, a.shape.H, a.shape.N, p.seg_len,
-           p.status, p.row0, p.row1, p.docs, p.g0},
-          c.stream));
+      const index_t bh = a.shape.B * a.shape.H, de = a.shape.D * a.shape.E;
+      kernel::GateSegmentFixup::Params f{a.dg, r.seg_dc, nullptr, dc_total, p.nseg, a.shape.B, a.shape.H, a.shape.N,
+                                         p.seg_len, p.status, p.row0, p.row1, p.docs, p.g0};
+      if (c.geo) {  // packed / zigzag: <A P + L, G> of each virtual segment (AL, AL2: this rank's summaries)
+        LASP_RETURN_IF_ERROR(launch<kernel::StateDot>({r.extra, G, c.lay.AL + bh, bh, de, c.lay.AL, P}, c.stream, r.dev));
+        f.extra = r.extra;
+        f.dc_total = nullptr;  // nothing left for earlier ranks
+        if (zigzag(c)) {
+          LASP_RETURN_IF_ERROR(launch<kernel::StateDot>(
+              {r.extra + bh, c.lay.G2, c.lay.AL2 + bh, bh, de, c.lay.AL2, c.lay.P2}, c.stream, r.dev));
+          f.nseg_front = p.nseg_front;
+          f.row0b = p.row0b, f.row1b = p.row1b, f.g0b = p.g0b;
+          f.extra2 = r.extra + bh;
+        }
+      } else if (s_final) {
+        LASP_RETURN_IF_ERROR(launch<kernel::StateDot>({r.extra, G, s_final, bh, de}, c.stream, r.dev));
+        f.extra = r.extra;
+      }
+      LASP_RETURN_IF_ERROR(launch<kernel::GateSegmentFixup>(f, c.stream));
     }
     return Status::kSuccess;
   }

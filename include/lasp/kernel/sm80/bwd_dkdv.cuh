@@ -42,7 +42,7 @@ struct BwdDkDv {
     const index_t b = cta.b, h = cta.h, bh = cta.bh;
     const index_t sidx = cta.seg_index(p);
     float dS[MT][NT][4];
-    load_state<MT, NT, E>(dS, p.seg_Apost[sidx], p.rank_grad + bh * D * E, p.seg_M + sidx * D * E, warp * (D / 4), 0, lane);
+    load_state<MT, NT, E>(dS, p.seg_Apost[sidx], cta.rank_grad(p) + bh * D * E, p.seg_M + sidx * D * E, warp * (D / 4), 0, lane);
     const int m0 = warp * 16;
     const float* g = sm.g[0];
     float carry = 0.f;  // decays with a gradient: sum of dc over the later chunks of this segment

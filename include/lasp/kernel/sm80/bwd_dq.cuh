@@ -38,7 +38,7 @@ struct BwdDq {
     const index_t sidx = cta.seg_index(p);
     const int d0 = warp * DW;
     float S[MS][NS][4];
-    load_state<MS, NS, E>(S, p.seg_Apre[sidx], p.rank_state + bh * D * E, p.seg_S + sidx * D * E, d0, 0, lane);
+    load_state<MS, NS, E>(S, p.seg_Apre[sidx], cta.rank_state(p) + bh * D * E, p.seg_S + sidx * D * E, d0, 0, lane);
     const int m0 = warp * 16;
     // Decays with a gradient: q.dq of a chunk is summed over the warps' column slices through
     // shared memory and written out one barrier later.

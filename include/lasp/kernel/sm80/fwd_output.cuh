@@ -46,7 +46,7 @@ struct FwdOutput {
     float S[MS][NS][4];
     {
       const index_t sidx = cta.seg_index(p);
-      load_state<MS, NS, E>(S, p.seg_Apre[sidx], p.rank_state + cta.bh * D * E, p.seg_S + sidx * D * E, 0, e0, lane);
+      load_state<MS, NS, E>(S, p.seg_Apre[sidx], cta.rank_state(p) + cta.bh * D * E, p.seg_S + sidx * D * E, 0, e0, lane);
     }
     const int m0 = warp * 16;  // this warp's rows of the scores
     const ChunkWalk<C, 2, false, Decay> walk{cta.n_begin, cta.n_end, p.decay, b, h, nullptr};

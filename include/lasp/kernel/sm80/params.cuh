@@ -16,7 +16,7 @@ struct ChunkParams {
   index_t B = 0, N = 0, H = 0;
   float scale = 1.f;
   typename Decay::DeviceParams decay{};
-  int nseg = 1;        // segments per (b,h) on this rank
+  int nseg = 1;        // segments per (b,h) on this rank (zigzag: of both halves)
   index_t seg_len = 0; // tokens per segment (a multiple of the chunk)
   // Per-segment summaries, [nseg][B*H] scalars and [nseg][B*H][D*E] states (fp32).
   float* seg_A = nullptr;
@@ -33,9 +33,22 @@ struct ChunkParams {
   // BwdSummary compares it and sets status bit 1 on a mismatch (backward then writes nothing).
   unsigned* tag = nullptr;
   unsigned tag_value = 0;
-  // The rows this call covers, [row0, row1) (a zigzag call covers one half at a time), split
-  // into nseg segments of seg_len from row0.
+  // The rows this call covers, [row0, row1), split into nseg segments of seg_len from row0.
   index_t row0 = 0, row1 = 0;
+  // Zigzag (Sharding::kZigzag): both halves of the rank in one launch, so that the grid keeps
+  // the CTAs of one plain launch instead of two launches of half of them each. nseg_front > 0:
+  // segments [0, nseg_front) cover the front half, rows [row0, row1) at global position g0 +
+  // row; segments [nseg_front, nseg) the back half, rows [row0b, row1b) at g0b + row, whose
+  // incoming state and gradient are rank_state + back_state and rank_grad + back_grad (offsets
+  // in floats, within the reserve and the scratch: CtaCoords). 0: one row range (every plain
+  // and packed call; the fields below are then never read).
+  // (Offsets rather than pointers: a select between two pointer parameters made ptxas keep
+  // both loads of the incoming state, +40 registers and new spills in FwdOutput and BwdDq of
+  // plain calls; with offsets the plain kernels' registers and spills stay within a few of
+  // before, sm_90a, ptxas -v.)
+  int nseg_front = 0;
+  index_t row0b = 0, row1b = 0, g0b = 0;
+  index_t back_state = 0, back_grad = 0;
   // Packed documents (docs/packed-cuda.md; the kernels' Docs = true variants): the offsets in
   // device memory, the global position of local row 0, and the per-document states, (pool or
   // docs, H, D, E) fp32 (B = 1). A null slot array: document i uses slot i; a slot of -1 or a
@@ -69,10 +82,14 @@ dim3 chunk_grid(const ChunkParams<T, Decay>& p) {
   return dim3(unsigned(p.B * p.H), unsigned(p.nseg));
 }
 
-/// Where a CTA's work lies: its (b, h), its segment and the segment's token range.
+/// Where a CTA's work lies: its (b, h), its segment and the segment's token range; with zigzag,
+/// which half the segment is in (ChunkParams::nseg_front), that half's global position and its
+/// incoming state / gradient.
 struct CtaCoords {
-  int seg;
+  int seg;    // the segment's index in the per-segment arrays (both halves: blockIdx.y)
+  bool back;  // zigzag: a segment of the back half
   index_t bh, b, h, n_begin, n_end;
+  index_t g0;  // packed documents: global position of local row 0 in this segment's half
   template <class P>
   LASP_DEVICE static CtaCoords of(const P& p) {
     CtaCoords c;
@@ -80,18 +97,26 @@ struct CtaCoords {
     c.bh = blockIdx.x;
     c.b = c.bh / p.H;
     c.h = c.bh % p.H;
-    c.n_begin = p.row0 + c.seg * p.seg_len;
-    c.n_end = p.row1 < c.n_begin + p.seg_len ? p.row1 : c.n_begin + p.seg_len;
+    c.back = p.nseg_front > 0 && c.seg >= p.nseg_front;
+    const index_t row0 = c.back ? p.row0b : p.row0, row1 = c.back ? p.row1b : p.row1;
+    c.g0 = c.back ? p.g0b : p.g0;
+    c.n_begin = row0 + index_t(c.back ? c.seg - p.nseg_front : c.seg) * p.seg_len;
+    c.n_end = row1 < c.n_begin + p.seg_len ? row1 : c.n_begin + p.seg_len;
     return c;
   }
   /// Index of this CTA's per-segment summary.
   template <class P>
   LASP_DEVICE index_t seg_index(const P& p) const { return index_t(seg) * p.B * p.H + bh; }
+  /// The state entering this CTA's half (P_r), and the gradient of the state leaving it (G_r).
+  template <class P>
+  LASP_DEVICE const float* rank_state(const P& p) const { return p.rank_state + (back ? p.back_state : 0); }
+  template <class P>
+  LASP_DEVICE const float* rank_grad(const P& p) const { return p.rank_grad + (back ? p.back_grad : 0); }
   /// The walk of this CTA over its rows in packed documents (forward or reverse).
   template <int C, bool Reverse, class P>
   LASP_DEVICE DocCursor<C, Reverse> cursor(const P& p) const {
-    const index_t first = p.g0 + (Reverse ? n_end - 1 : n_begin);
-    return DocCursor<C, Reverse>(p.docs, p.g0, n_begin, n_end, p.docs.doc_at(first));
+    const index_t first = g0 + (Reverse ? n_end - 1 : n_begin);
+    return DocCursor<C, Reverse>(p.docs, g0, n_begin, n_end, p.docs.doc_at(first));
   }
 };
 

@@ -62,7 +62,7 @@ struct BwdDq {
     {
       const index_t sidx = cta.seg_index(p);
       const float a = p.seg_Apre[sidx];
-      const float* X = p.rank_state + bh * D * E;
+      const float* X = cta.rank_state(p) + bh * D * E;
       const float* Y = p.seg_S + sidx * D * E;
       #pragma unroll
       for (int at = 0; at < NA; ++at)

@@ -68,7 +68,7 @@ struct FwdOutput {
     {
       const index_t sidx = cta.seg_index(p);
       const float a = p.seg_Apre[sidx];
-      const float* X = p.rank_state + cta.bh * D * E;
+      const float* X = cta.rank_state(p) + cta.bh * D * E;
       const float* Y = p.seg_S + sidx * D * E;
       #pragma unroll
       for (int i = 0; i < MS; ++i)
