@@ -8,13 +8,11 @@
 //   2. Throughput: S32K per GPU (B=1, H=16, D=E=128, N=32768 per rank, bf16), forward+backward
 //      timed with CUDA events (slowest rank), for R GPUs and for 1 GPU: weak-scaling efficiency.
 // With no GPU visible it runs the host demo (examples/demo.cpp) over simulated ranks instead.
-// --packed: packed documents crossing the ranks, on the GPUs (check_packed below). --zigzag: the
-// CUDA backend refuses the zigzag layout today (kUnsupportedFeature); its check runs on the host
-// backend (examples/demo.cpp) and says so. No GPU result is reported for it.
+// --packed / --zigzag: packed documents crossing the ranks and / or the zigzag layout, on the GPUs
+// (check_packed below; --zigzag alone: one document over the whole sequence).
 //
 //   lasp_demo [--gpus G] [--tokens N] [--iters I]   (--tokens: per rank, throughput phase)
-//   lasp_demo --packed [--no-doc-states]             (GPU check)
-//   lasp_demo --zigzag [--packed]                    (host-backend check, see above)
+//   lasp_demo [--packed [--no-doc-states]] [--zigzag] (GPU check)
 #define LASP_DEMO_HOST_MAIN host_demo_main
 #define LASP_DEMO_FROM_CUDA 1
 #include "demo.cpp"
@@ -277,7 +275,7 @@ double time_step(int R, lasp::index_t N, int iters) {
 /// per-document state against each document run alone through the double reference
 /// (lasp/reference/packed.hpp). A document's final state (initial-state gradient) must come from
 /// exactly one rank: the one holding its last (first) token.
-bool check_packed(int R, bool doc_states, unsigned seed) {
+bool check_packed(int R, bool doc_states, bool zigzag, bool one_doc, unsigned seed) {
   using Policy = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain>;
   using Decay = lasp::decay::PerHead;
   const lasp::index_t N = 1536, H = 2, D = 64, E = 64, T = N * R, st = H * D * E;
@@ -287,9 +285,16 @@ bool check_packed(int R, bool doc_states, unsigned seed) {
   const lasp::index_t lens[] = {1, 2, 63, 64, 65, 1000};
   std::vector<std::int32_t> cu = {0};
   while (cu.back() < T) {
-    const lasp::index_t L = lens[rng() % 6];
+    const lasp::index_t L = one_doc ? T : lens[rng() % 6];
     cu.push_back(std::int32_t(std::min<lasp::index_t>(T, cu.back() + L)));
   }
+  // Where rank r's rows sit in the sequence: one block of N (contiguous) or, zigzag, virtual
+  // segments r and 2R-1-r of N/2 rows each (reference/packed.hpp position()).
+  const std::vector<lasp::index_t> rank_N(static_cast<std::size_t>(R), N);
+  const lasp::Sharding sharding = zigzag ? lasp::Sharding::kZigzag : lasp::Sharding::kContiguous;
+  const int pieces = zigzag ? 2 : 1;
+  const lasp::index_t piece = N / pieces;
+  auto piece_at = [&](int r, int k) { return lasp::reference::position(sharding, rank_N, r, k * piece); };
   const lasp::index_t docs = lasp::index_t(cu.size()) - 1;
   auto gen = [&](std::size_t n, std::vector<bf>& h, lasp::reference::Vec& r) {
     h.resize(n), r.resize(n);
@@ -329,10 +334,14 @@ bool check_packed(int R, bool doc_states, unsigned seed) {
     DEMO_CUDA(cudaMalloc(reinterpret_cast<void**>(&d_cu), cu.size() * 4));
     DEMO_CUDA(cudaMalloc(&d.ws, ws_bytes));
     DEMO_CUDA(cudaStreamCreateWithFlags(&d.stream, cudaStreamNonBlocking));
-    DEMO_CUDA(cudaMemcpy(d.q, q.data() + r * seg_qk, seg_qk * sizeof(bf), cudaMemcpyHostToDevice));
-    DEMO_CUDA(cudaMemcpy(d.k, k.data() + r * seg_qk, seg_qk * sizeof(bf), cudaMemcpyHostToDevice));
-    DEMO_CUDA(cudaMemcpy(d.v, v.data() + r * seg_vo, seg_vo * sizeof(bf), cudaMemcpyHostToDevice));
-    DEMO_CUDA(cudaMemcpy(d.dout, dout.data() + r * seg_vo, seg_vo * sizeof(bf), cudaMemcpyHostToDevice));
+    for (int kk = 0; kk < pieces; ++kk) {  // this rank's rows (zigzag: front and back halves)
+      const std::size_t g = std::size_t(piece_at(r, kk)), l = std::size_t(kk * piece);
+      const std::size_t rqk = std::size_t(H * D), rvo = std::size_t(H * E), n = std::size_t(piece);
+      DEMO_CUDA(cudaMemcpy(d.q + l * rqk, q.data() + g * rqk, n * rqk * sizeof(bf), cudaMemcpyHostToDevice));
+      DEMO_CUDA(cudaMemcpy(d.k + l * rqk, k.data() + g * rqk, n * rqk * sizeof(bf), cudaMemcpyHostToDevice));
+      DEMO_CUDA(cudaMemcpy(d.v + l * rvo, v.data() + g * rvo, n * rvo * sizeof(bf), cudaMemcpyHostToDevice));
+      DEMO_CUDA(cudaMemcpy(d.dout + l * rvo, dout.data() + g * rvo, n * rvo * sizeof(bf), cudaMemcpyHostToDevice));
+    }
     DEMO_CUDA(cudaMemcpy(d_pool, pool.data(), pool.size() * 4, cudaMemcpyHostToDevice));
     DEMO_CUDA(cudaMemcpy(d_dF, dF.data(), dF.size() * 4, cudaMemcpyHostToDevice));
     DEMO_CUDA(cudaMemcpy(d_cu, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
@@ -351,6 +360,7 @@ bool check_packed(int R, bool doc_states, unsigned seed) {
     fa.scale = 1.f / std::sqrt(float(D));
     fa.decay = {slopes.data()};
     fa.packed = pk;
+    fa.sharding = sharding;
     lasp::BackwardArgs<bf, Decay> ba{};
     ba.shape = s;
     ba.q = fa.q; ba.k = fa.k; ba.v = fa.v;
@@ -361,16 +371,21 @@ bool check_packed(int R, bool doc_states, unsigned seed) {
     ba.scale = fa.scale;
     ba.decay = fa.decay;
     ba.packed = pk;
+    ba.sharding = sharding;
     const lasp::Workspace w{d.ws, ws_bytes};
     lasp::Status st = lasp::forward<Policy>(fa, comm, w, d.stream);
     if (st == lasp::Status::kSuccess) st = lasp::backward<Policy>(ba, comm, w, d.stream);
     if (st == lasp::Status::kSuccess) st = lasp::cuda::deferred_status(w, d.stream);  // device-side checks
     statuses[std::size_t(r)] = st;
     DEMO_CUDA(cudaStreamSynchronize(d.stream));
-    DEMO_CUDA(cudaMemcpy(o.data() + r * seg_vo, d.o, seg_vo * sizeof(bf), cudaMemcpyDeviceToHost));
-    DEMO_CUDA(cudaMemcpy(dq.data() + r * seg_qk, d.dq, seg_qk * sizeof(bf), cudaMemcpyDeviceToHost));
-    DEMO_CUDA(cudaMemcpy(dk.data() + r * seg_qk, d.dk, seg_qk * sizeof(bf), cudaMemcpyDeviceToHost));
-    DEMO_CUDA(cudaMemcpy(dv.data() + r * seg_vo, d.dv, seg_vo * sizeof(bf), cudaMemcpyDeviceToHost));
+    for (int kk = 0; kk < pieces; ++kk) {
+      const std::size_t g = std::size_t(piece_at(r, kk)), l = std::size_t(kk * piece);
+      const std::size_t rqk = std::size_t(H * D), rvo = std::size_t(H * E), n = std::size_t(piece);
+      DEMO_CUDA(cudaMemcpy(o.data() + g * rvo, d.o + l * rvo, n * rvo * sizeof(bf), cudaMemcpyDeviceToHost));
+      DEMO_CUDA(cudaMemcpy(dq.data() + g * rqk, d.dq + l * rqk, n * rqk * sizeof(bf), cudaMemcpyDeviceToHost));
+      DEMO_CUDA(cudaMemcpy(dk.data() + g * rqk, d.dk + l * rqk, n * rqk * sizeof(bf), cudaMemcpyDeviceToHost));
+      DEMO_CUDA(cudaMemcpy(dv.data() + g * rvo, d.dv + l * rvo, n * rvo * sizeof(bf), cudaMemcpyDeviceToHost));
+    }
     std::vector<float>& my_fin = fin[std::size_t(r)];
     std::vector<float>& my_dinit = dinit[std::size_t(r)];
     my_fin.resize(pool.size());
@@ -425,50 +440,35 @@ bool check_packed(int R, bool doc_states, unsigned seed) {
                       err(fin_all, out.final_states), err(dinit_all, out.d_initial_states)};
   const double worst = *std::max_element(std::begin(e), std::end(e));
   const bool pass = worst < 1.6e-2 && bad_owner == 0;  // bf16: a few units of bf16 roundoff (2^-8)
-  std::printf("  check packed R=%d T=%lld docs=%lld%s  o %.1e dq %.1e dk %.1e dv %.1e S_doc %.1e dS0_doc %.1e%s  %s\n", R,
+  std::printf("  check %s R=%d T=%lld docs=%lld%s  o %.1e dq %.1e dk %.1e dv %.1e S_doc %.1e dS0_doc %.1e%s  %s\n",
+              zigzag ? (one_doc ? "zigzag" : "packed+zigzag") : "packed", R,
               static_cast<long long>(T), static_cast<long long>(docs), doc_states ? "" : " (no doc states)", e[0], e[1],
               e[2], e[3], e[4], e[5], bad_owner ? "  (per-document states not written by exactly one rank)" : "",
               pass ? "PASS" : "FAIL");
   return pass;
 }
 
-/// --packed / --zigzag on a machine with GPUs. Packed documents run on the CUDA backend: the
-/// check above on every visible GPU. The zigzag layout is not run by the CUDA kernels yet: its
-/// check runs on the host backend (examples/demo.cpp), and the output says so.
+/// --packed / --zigzag on a machine with GPUs: the check above on every visible GPU. --zigzag
+/// alone runs it with one document over the whole sequence (a packed call's per-document states
+/// then stand for the whole-sequence ones).
 int packed_or_zigzag(int argc, char** argv, int ngpu) {
   bool packed = false, zigzag = false, doc_states = true;
-  std::vector<char*> host_argv = {argv[0]};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--packed" || a == "--zigzag" || a == "--no-doc-states") {
-      host_argv.push_back(argv[i]);
-      packed = packed || a == "--packed";
-      zigzag = zigzag || a == "--zigzag";
-      doc_states = doc_states && a != "--no-doc-states";
-    } else if (a == "--gpus" || a == "--tokens" || a == "--iters") {
-      ++i;  // options of the GPU phases, which do not run here
-    }
+    packed = packed || a == "--packed";
+    zigzag = zigzag || a == "--zigzag";
+    doc_states = doc_states && a != "--no-doc-states";
   }
-  if (packed && !zigzag) {
-    int R = ngpu;
+  int R = ngpu;
 #ifndef LASP_DEMO_NCCL
-    R = 1;
+  R = 1;
 #endif
-    setenv("NCCL_NVLS_ENABLE", "0", 0);
-    std::printf("lasp demo: packed documents on the CUDA backend, %d GPU(s)\n", R);
-    const bool pass = check_packed(R, doc_states, 21) && check_packed(R, doc_states, 22);
-    std::printf("lasp demo: %s\n", pass ? "PASS" : "FAIL");
-    return pass ? 0 : 1;
-  }
-  const char* what = packed ? "packed documents with the zigzag layout" : "the zigzag layout";
-  std::printf("lasp demo: %s: the CUDA kernels do not run it yet (README \"Limits\"); this check runs on the\n"
-              "  HOST backend instead (the same driver and schedules, ranks simulated as threads). No GPU result is claimed.\n\n",
-              what);
-  host_argv.push_back(nullptr);
-  host_reason = "the CUDA backend does not run the zigzag layout yet";
-  const int rc = host_demo_main(int(host_argv.size()) - 1, host_argv.data());
-  std::printf("\nlasp demo: %s, checked on the HOST backend (not on the GPU): %s\n", what, rc == 0 ? "PASS" : "FAIL");
-  return rc;
+  setenv("NCCL_NVLS_ENABLE", "0", 0);
+  std::printf("lasp demo: %s on the CUDA backend, %d GPU(s)\n",
+              packed && zigzag ? "packed documents, zigzag layout" : packed ? "packed documents" : "zigzag layout", R);
+  const bool pass = check_packed(R, doc_states, zigzag, !packed, 21) && check_packed(R, doc_states, zigzag, !packed, 22);
+  std::printf("lasp demo: %s\n", pass ? "PASS" : "FAIL");
+  return pass ? 0 : 1;
 }
 
 }  // namespace
@@ -483,8 +483,8 @@ int main(int argc, char** argv) {
     if (a == "--packed" || a == "--zigzag") return packed_or_zigzag(argc, argv, ngpu);
     if (a == "--help" || a == "-h") {
       std::printf("usage: %s [--gpus G] [--tokens N] [--iters I]\n"
-                  "       %s [--packed [--no-doc-states]] [--zigzag]   (packed: checked on the GPUs; zigzag:\n"
-                  "       on the host backend, the CUDA backend refuses it today)\n",
+                  "       %s [--packed [--no-doc-states]] [--zigzag]   (packed documents / zigzag layout,\n"
+                  "       checked on the GPUs)\n",
                   argv[0], argv[0]);
       return 0;
     }
