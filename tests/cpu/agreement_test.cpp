@@ -28,10 +28,25 @@ struct Deferred : backend::host::Backend {
   using Base = backend::host::Backend;
   static constexpr bool kSyncVerdict = false;
   static std::uint32_t slot(const Ctx& c) { return c.lay.header[driver::kDeviceStatus]; }
-  /// As kernel::Verdict: the lowest refusing rank's code, shifted, into the slot; kSuccess.
+  /// As kernel::Verdict: the lowest refusing rank's code, else kPeerMismatch where the ranks'
+  /// layout modes (word 1) differ, shifted, into the slot; kSuccess.
   static Status verdict(const float* all, int R, std::uint32_t* s, host_stream h) {
-    const Status v = Base::verdict(all, R, nullptr, h);
+    Status v = Base::verdict(all, R, nullptr, h);
+    for (int j = 0; j < R && v == Status::kSuccess; ++j)
+      if (all[std::size_t(j) * schedule::kStatusFloats + 1] != all[1]) v = Status::kPeerMismatch;
     *s = std::uint32_t(int(v)) << driver::kVerdictShift;
+    return Status::kSuccess;
+  }
+  /// As the CUDA backend: the slot read on the host, and "staging" copies (host memory here).
+  static Status read_verdict(const std::uint32_t* header, host_stream) {
+    return driver::decode_verdict(header[driver::kDeviceStatus]);
+  }
+  static Status to_device(float* d, const float* src, std::size_t n, host_stream) {
+    std::copy(src, src + n, d);
+    return Status::kSuccess;
+  }
+  static Status to_host(float* d, const float* src, std::size_t n, host_stream) {
+    std::copy(src, src + n, d);
     return Status::kSuccess;
   }
   template <class Policy, class T>
@@ -95,7 +110,8 @@ struct Group {
     ws.resize(std::size_t(R));
     plans.resize(std::size_t(R));
     for (int r = 0; r < R; ++r) {
-      ws[std::size_t(r)].resize(workspace_size<Policy, float>(p.shape_of(r), comm::HostSingle{}));
+      // The test backend's own layout (a device-style backend carves the geometry staging too).
+      ws[std::size_t(r)].resize(driver::sizes<Policy, Backend, float>(p.shape_of(r)).single());
       poison(ws[std::size_t(r)]);
     }
     if (use_plan) {
