@@ -108,6 +108,23 @@ lasp::Status step(const lasp::Plan<Policy, bf>& plan, const lasp::Shape& s, Dev&
   return st;
 }
 
+/// Norm-wise relative error of a against the reference b (inf if a holds a NaN).
+template <class A>
+double err(const A& a, const lasp::reference::Vec& b) {
+  double n = 0, d = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    const double x = double(a[i]);
+    n += (x - b[i]) * (x - b[i]);
+    d += b[i] * b[i];
+  }
+  return std::isnan(n) ? INFINITY : std::sqrt(n / d);
+}
+std::vector<float> to_float(const std::vector<bf>& a) {
+  std::vector<float> f(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) f[i] = __bfloat162float(a[i]);
+  return f;
+}
+
 /// Runs fn(rank, comm) on R GPUs, one thread per rank, with NCCL between them (R >= 2) or the
 /// single-device communicator (R == 1).
 template <class Fn>
@@ -206,18 +223,7 @@ bool check(int R, unsigned seed) {
   const ref::Vec rinit(init.begin(), init.end()), rdfin(dfin.begin(), dfin.end());
   ref::forward(p, rq, rk, rv, ld, rinit, ro, rfin);
   ref::backward(p, rq, rk, rv, ld, rinit, rdo, rdfin, rdq, rdk, rdv, rdlog, rdinit);
-  auto err = [](const auto& a, const ref::Vec& b) {
-    double n = 0, d = 0;
-    for (std::size_t i = 0; i < b.size(); ++i) {
-      const double x = double(a[i]);
-      n += (x - b[i]) * (x - b[i]);
-      d += b[i] * b[i];
-    }
-    return std::isnan(n) ? INFINITY : std::sqrt(n / d);
-  };
-  std::vector<float> of(o.size()), dqf(dq.size()), dkf(dk.size()), dvf(dv.size());
-  for (std::size_t i = 0; i < o.size(); ++i) of[i] = __bfloat162float(o[i]), dvf[i] = __bfloat162float(dv[i]);
-  for (std::size_t i = 0; i < dq.size(); ++i) dqf[i] = __bfloat162float(dq[i]), dkf[i] = __bfloat162float(dk[i]);
+  const std::vector<float> of = to_float(o), dqf = to_float(dq), dkf = to_float(dk), dvf = to_float(dv);
   const double e[] = {err(of, ro), err(dqf, rdq), err(dkf, rdk), err(dvf, rdv), err(fin, rfin), err(dinit, rdinit)};
   const double worst = *std::max_element(std::begin(e), std::end(e));
   // bf16 inputs and outputs: a few units of bf16 roundoff (2^-8) is the expected error.
@@ -424,18 +430,7 @@ bool check_packed(int R, bool doc_states, bool zigzag, bool one_doc, unsigned se
     }
     if (nf != 1 || nd0 != 1) ++bad_owner;
   }
-  auto err = [](const auto& a, const ref::Vec& b) {
-    double n = 0, d = 0;
-    for (std::size_t i = 0; i < b.size(); ++i) {
-      const double x = double(a[i]);
-      n += (x - b[i]) * (x - b[i]);
-      d += b[i] * b[i];
-    }
-    return std::isnan(n) ? INFINITY : std::sqrt(n / d);
-  };
-  std::vector<float> of(o.size()), dqf(dq.size()), dkf(dk.size()), dvf(dv.size());
-  for (std::size_t i = 0; i < o.size(); ++i) of[i] = __bfloat162float(o[i]), dvf[i] = __bfloat162float(dv[i]);
-  for (std::size_t i = 0; i < dq.size(); ++i) dqf[i] = __bfloat162float(dq[i]), dkf[i] = __bfloat162float(dk[i]);
+  const std::vector<float> of = to_float(o), dqf = to_float(dq), dkf = to_float(dk), dvf = to_float(dv);
   const double e[] = {err(of, out.o), err(dqf, out.dq), err(dkf, out.dk), err(dvf, out.dv),
                       err(fin_all, out.final_states), err(dinit_all, out.d_initial_states)};
   const double worst = *std::max_element(std::begin(e), std::end(e));

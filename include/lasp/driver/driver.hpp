@@ -239,7 +239,6 @@ template <bool Forward, class Policy, class Backend, class T, class Comm, class 
 Status refuse(PlanPtr<Policy, T> plan, const Args& a, Comm& comm, const Workspace& ws,
               typename Comm::stream_type stream, Status local) {
   using U = std::remove_const_t<T>;
-  using Schedule = typename Policy::Schedule;
   using Lay = Layout<typename Backend::Regions>;
   if (comm.size() < 2) return local;
   if constexpr (Backend::kSyncVerdict) {
