@@ -42,6 +42,7 @@
 #include <lasp/comm/device_group.cuh>
 #include <lasp/comm/wait.cuh>
 #include <lasp/lasp.cuh>
+#include "common/barrier.hpp"
 #include "common/device.hpp"
 #include "common/packed_problem.hpp"
 
@@ -256,28 +257,6 @@ struct Ranked {
 template <class Elem>
 using GpuRun = std::vector<std::vector<Ranked<Elem>>>;
 
-/// A reusable barrier for the rank threads.
-class RankBarrier {
- public:
-  explicit RankBarrier(int n) : n_(n) {}
-  void arrive_and_wait() {
-    std::unique_lock<std::mutex> lk(mu_);
-    const unsigned long gen = gen_;
-    if (++count_ == n_) {
-      count_ = 0, ++gen_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lk, [&] { return gen_ != gen; });
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_, count_ = 0;
-  unsigned long gen_ = 0;
-};
-
 namespace detail {
 
 inline void wait_stream(cudaStream_t st, int r) {
@@ -300,7 +279,7 @@ void get(const DeviceBuf<T>& b, V& h) {
 
 /// Rank r of problem p: its rows, device buffers, and every call of opt (see GpuOpts).
 template <class Policy, class Elem, class Comm, class Fail>
-void run_rank(PProblem& p, int r, Comm& comm, const GpuOpts<Elem, typename Policy::Decay>& opt, RankBarrier* start,
+void run_rank(PProblem& p, int r, Comm& comm, const GpuOpts<Elem, typename Policy::Decay>& opt, Barrier* start,
               Fail&& fail, GpuRun<Elem>& res) {
   using Decay = typename Policy::Decay;
   const PSpec& s = p.s;
@@ -447,7 +426,7 @@ GpuRun<Elem> run_gpu(PProblem& p, const GpuOpts<Elem, typename Policy::Decay>& o
     return res;
   }
   lasp::comm::DeviceGroup grp(R, std::chrono::seconds(60));
-  RankBarrier start(R);
+  Barrier start(R);
   std::vector<std::thread> th;
   std::atomic<bool> thrown{false};
   for (int r = 0; r < R; ++r)

@@ -18,6 +18,7 @@
 #include <lasp/comm/wait.cuh>
 #include <lasp/comm/nccl.cuh>
 #include <lasp/lasp.cuh>
+#include "common/barrier.hpp"
 #include "common/device.hpp"
 
 #define LASP_TEST_NCCL(expr)                                                                      \
@@ -51,29 +52,6 @@ inline bool skip_unless_gpus(int need, const char* what) {
   std::printf("  [skipped] %s: needs %d GPUs, found %d\n", what, need, n);
   return true;
 }
-
-/// A reusable barrier for the rank threads (std::barrier is C++20).
-class Barrier {
- public:
-  explicit Barrier(int n) : n_(n) {}
-  void arrive_and_wait() {
-    std::unique_lock<std::mutex> lk(mu_);
-    const unsigned long gen = gen_;
-    if (++count_ == n_) {
-      count_ = 0;
-      ++gen_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lk, [&] { return gen_ != gen; });
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_, count_ = 0;
-  unsigned long gen_ = 0;
-};
 
 /// Runs f(r) on R threads, thread r with device `device_of(r)` current, and joins them.
 template <class F>
