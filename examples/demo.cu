@@ -76,12 +76,15 @@ void release(Dev& d) {
   cudaStreamDestroy(d.stream);
 }
 
-template <class Policy, class Comm>
-lasp::Status step(const lasp::Plan<Policy, bf>& plan, const lasp::Shape& s, Dev& d, Comm& comm, const Slopes& slopes,
-                  bool states) {
-  using Decay = lasp::decay::PerHead;
+/// The forward and backward arguments of one rank's buffers (per-head decay, no states).
+struct CallArgs {
+  lasp::ForwardArgs<bf, lasp::decay::PerHead> fa{};
+  lasp::BackwardArgs<bf, lasp::decay::PerHead> ba{};
+};
+CallArgs args_of(const lasp::Shape& s, const Dev& d, const Slopes& slopes) {
   const lasp::index_t N = s.N, H = s.H, D = s.D, E = s.E;
-  lasp::ForwardArgs<bf, Decay> fa{};
+  CallArgs c;
+  lasp::ForwardArgs<bf, lasp::decay::PerHead>& fa = c.fa;
   fa.shape = s;
   fa.q = lasp::token_major<const bf>(d.q, N, H, D);
   fa.k = lasp::token_major<const bf>(d.k, N, H, D);
@@ -89,9 +92,7 @@ lasp::Status step(const lasp::Plan<Policy, bf>& plan, const lasp::Shape& s, Dev&
   fa.o = lasp::token_major(d.o, N, H, E);
   fa.scale = 1.f / std::sqrt(float(D));
   fa.decay = {slopes.data()};
-  fa.initial_state = states ? d.init : nullptr;
-  fa.final_state = states ? d.fin : nullptr;
-  lasp::BackwardArgs<bf, Decay> ba{};
+  lasp::BackwardArgs<bf, lasp::decay::PerHead>& ba = c.ba;
   ba.shape = s;
   ba.q = fa.q; ba.k = fa.k; ba.v = fa.v;
   ba.dout = lasp::token_major<const bf>(d.dout, N, H, E);
@@ -100,6 +101,15 @@ lasp::Status step(const lasp::Plan<Policy, bf>& plan, const lasp::Shape& s, Dev&
   ba.dv = lasp::token_major(d.dv, N, H, E);
   ba.scale = fa.scale;
   ba.decay = fa.decay;
+  return c;
+}
+
+template <class Policy, class Comm>
+lasp::Status step(const lasp::Plan<Policy, bf>& plan, const lasp::Shape& s, Dev& d, Comm& comm, const Slopes& slopes,
+                  bool states) {
+  auto [fa, ba] = args_of(s, d, slopes);
+  fa.initial_state = states ? d.init : nullptr;
+  fa.final_state = states ? d.fin : nullptr;
   ba.d_final_state = states ? d.dfin : nullptr;
   ba.d_initial_state = states ? d.dinit : nullptr;
   const lasp::Workspace w{d.ws, d.ws_bytes};
@@ -283,7 +293,6 @@ double time_step(int R, lasp::index_t N, int iters) {
 /// exactly one rank: the one holding its last (first) token.
 bool check_packed(int R, bool doc_states, bool zigzag, bool one_doc, unsigned seed) {
   using Policy = lasp::Policy<lasp::decay::PerHead, lasp::schedule::Chain>;
-  using Decay = lasp::decay::PerHead;
   const lasp::index_t N = 1536, H = 2, D = 64, E = 64, T = N * R, st = H * D * E;
   const lasp::Shape s{1, N, H, D, E, R};
   std::mt19937 rng(seed);
@@ -357,27 +366,9 @@ bool check_packed(int R, bool doc_states, bool zigzag, bool one_doc, unsigned se
     pk.cu_seqlens = cu.data(), pk.cu_seqlens_device = d_cu, pk.index_bits = 32, pk.docs = docs;
     if (doc_states) pk.initial_states = d_pool, pk.pool = docs;  // slot i for document i
     pk.final_states = d_fin, pk.d_final_states = d_dF, pk.d_initial_states = d_dinit;
-    lasp::ForwardArgs<bf, Decay> fa{};
-    fa.shape = s;
-    fa.q = lasp::token_major<const bf>(d.q, N, H, D);
-    fa.k = lasp::token_major<const bf>(d.k, N, H, D);
-    fa.v = lasp::token_major<const bf>(d.v, N, H, E);
-    fa.o = lasp::token_major(d.o, N, H, E);
-    fa.scale = 1.f / std::sqrt(float(D));
-    fa.decay = {slopes.data()};
-    fa.packed = pk;
-    fa.sharding = sharding;
-    lasp::BackwardArgs<bf, Decay> ba{};
-    ba.shape = s;
-    ba.q = fa.q; ba.k = fa.k; ba.v = fa.v;
-    ba.dout = lasp::token_major<const bf>(d.dout, N, H, E);
-    ba.dq = lasp::token_major(d.dq, N, H, D);
-    ba.dk = lasp::token_major(d.dk, N, H, D);
-    ba.dv = lasp::token_major(d.dv, N, H, E);
-    ba.scale = fa.scale;
-    ba.decay = fa.decay;
-    ba.packed = pk;
-    ba.sharding = sharding;
+    auto [fa, ba] = args_of(s, d, slopes);
+    fa.packed = ba.packed = pk;
+    fa.sharding = ba.sharding = sharding;
     const lasp::Workspace w{d.ws, ws_bytes};
     lasp::Status st = lasp::forward<Policy>(fa, comm, w, d.stream);
     if (st == lasp::Status::kSuccess) st = lasp::backward<Policy>(ba, comm, w, d.stream);
